@@ -1,0 +1,221 @@
+//! Durable listeners: named consumers that keep a cursor (the last `seq` handled) in the store and so see every
+//! event at least once, across restarts.
+//!
+//! A runner subscribes to the hub's committed batches first, then catches up from the log; once level it takes
+//! batches straight from memory as long as each one starts where its cursor ends (`prev_head == cursor`), and
+//! goes back to the log whenever it finds a gap (it lagged, or another instance wrote). The cursor is saved after
+//! the handler succeeds, so a crash in between replays the batch: handlers must be idempotent.
+
+use super::{CommittedBatch, Hub};
+use crate::event::{any_matches, Event, Pattern};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const PAGE: usize = 512;
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The most events handed to a handler at once when following from memory.
+const GROUP_MAX: usize = 4096;
+
+#[async_trait]
+pub trait DurableHandler: Send + Sync + 'static {
+    /// The cursor's name in the store; must stay the same across releases.
+    fn name(&self) -> &str;
+
+    /// The event types this listener handles; others only move its cursor.
+    fn patterns(&self) -> Vec<Pattern> {
+        Vec::new()
+    }
+
+    /// True when `handle` saves the cursor itself, in the same transaction as its own writes.
+    fn saves_cursor(&self) -> bool {
+        false
+    }
+
+    /// Handles matching events in `seq` order; `through` is the seq the cursor moves to on success.
+    async fn handle(&self, events: &[Arc<Event>], through: i64) -> anyhow::Result<()>;
+}
+
+/// Starts a runner for `handler` that stops when `shutdown` is cancelled (after the batch in hand).
+pub fn spawn_durable(hub: &Hub, handler: Arc<dyn DurableHandler>, shutdown: CancellationToken) -> JoinHandle<()> {
+    let runner = Runner {
+        batches: hub.batches(),
+        hub: hub.clone(),
+        patterns: handler.patterns(),
+        handler,
+        shutdown,
+        cursor: 0,
+        last_skip_save: std::time::Instant::now(),
+    };
+    tokio::spawn(runner.run())
+}
+
+struct Runner {
+    hub: Hub,
+    handler: Arc<dyn DurableHandler>,
+    patterns: Vec<Pattern>,
+    batches: broadcast::Receiver<Arc<CommittedBatch>>,
+    shutdown: CancellationToken,
+    cursor: i64,
+    last_skip_save: std::time::Instant,
+}
+
+/// Adds the part of `batch` after `through` to `group`; false when the batch does not line up (a gap).
+fn absorb(batch: &CommittedBatch, group: &mut Vec<Arc<Event>>, through: &mut i64) -> bool {
+    if batch.last_seq() <= *through {
+        return true;
+    }
+    if batch.prev_head > *through {
+        return false;
+    }
+    let after = *through;
+    group.extend(batch.events.iter().filter(|e| e.seq > after).cloned());
+    *through = batch.last_seq();
+    true
+}
+
+enum Step {
+    Continue,
+    Stop,
+}
+
+impl Runner {
+    async fn run(mut self) {
+        let name = self.handler.name().to_string();
+        self.cursor = loop {
+            match self.hub.store().load_cursor(&name).await {
+                Ok(cursor) => break cursor.unwrap_or(0),
+                Err(err) => {
+                    tracing::error!(listener = %name, error = %err, "cannot load listener cursor; retrying");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return;
+                    }
+                }
+            }
+        };
+        tracing::info!(listener = %name, cursor = self.cursor, "durable listener started");
+        loop {
+            let step = match self.catch_up().await {
+                Ok(()) => self.follow().await,
+                Err(err) => {
+                    tracing::error!(listener = %name, error = %err, "reading the event log failed; retrying");
+                    if self.pause(Duration::from_secs(1)).await {
+                        Step::Stop
+                    } else {
+                        Step::Continue
+                    }
+                }
+            };
+            if let Step::Stop = step {
+                break;
+            }
+        }
+        tracing::info!(listener = %name, cursor = self.cursor, "durable listener stopped");
+    }
+
+    /// Reads the log from the cursor until it is empty.
+    async fn catch_up(&mut self) -> anyhow::Result<()> {
+        loop {
+            let page = self.hub.store().events_after(self.cursor, PAGE).await?;
+            let Some(last) = page.last().map(|e| e.seq) else { return Ok(()) };
+            let events: Vec<Arc<Event>> = page.into_iter().map(Arc::new).collect();
+            if !self.deliver(&events, last).await {
+                return Ok(());
+            }
+            if events.len() < PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Takes batches from memory while they line up with the cursor. Whatever has queued up is handled as one
+    /// group, so under load a listener makes one call (and one cursor write) for many commits.
+    async fn follow(&mut self) -> Step {
+        loop {
+            let received = tokio::select! {
+                received = self.batches.recv() => received,
+                _ = self.shutdown.cancelled() => return Step::Stop,
+                // A quiet fallback: re-check the log now and then (another instance may have written).
+                _ = tokio::time::sleep(Duration::from_secs(1)) => return Step::Continue,
+            };
+            let mut group = Vec::new();
+            let mut through = self.cursor;
+            let mut level = match received {
+                Ok(batch) => absorb(&batch, &mut group, &mut through),
+                Err(broadcast::error::RecvError::Lagged(_)) => false,
+                Err(broadcast::error::RecvError::Closed) => return Step::Stop,
+            };
+            while level && group.len() < GROUP_MAX {
+                match self.batches.try_recv() {
+                    Ok(batch) => level = absorb(&batch, &mut group, &mut through),
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(_) => level = false,
+                }
+            }
+            if through > self.cursor && !self.deliver(&group, through).await {
+                return Step::Stop;
+            }
+            if !level {
+                return Step::Continue;
+            }
+        }
+    }
+
+    /// Hands the matching events to the handler, retrying with backoff until it succeeds, then moves the cursor.
+    /// Returns false when shutdown interrupted it.
+    async fn deliver(&mut self, events: &[Arc<Event>], through: i64) -> bool {
+        let matching: Vec<Arc<Event>> = events
+            .iter()
+            .filter(|e| any_matches(&self.patterns, e.event_type.as_str()))
+            .cloned()
+            .collect();
+        let name = self.handler.name().to_string();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = if matching.is_empty() {
+                self.save_skipped(&name, through).await
+            } else {
+                match self.handler.handle(&matching, through).await {
+                    Ok(()) if self.handler.saves_cursor() => Ok(()),
+                    Ok(()) => self.hub.store().save_cursor(&name, through).await.map_err(anyhow::Error::from),
+                    Err(err) => Err(err),
+                }
+            };
+            match result {
+                Ok(()) => break,
+                Err(err) => {
+                    metrics::counter!("switchboard_listener_errors_total", "listener" => name.clone()).increment(1);
+                    tracing::warn!(listener = %name, error = %err, retry_in_ms = backoff.as_millis() as u64, "durable listener failed; will retry");
+                    if self.pause(backoff).await {
+                        return false;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+        self.cursor = through;
+        metrics::gauge!("switchboard_listener_cursor", "listener" => name).set(through as f64);
+        true
+    }
+
+    /// Moving past events a listener does not handle needs no durability of its own: at worst they are skipped
+    /// again after a restart. So that cursor write happens at most once a second.
+    async fn save_skipped(&mut self, name: &str, through: i64) -> anyhow::Result<()> {
+        if self.last_skip_save.elapsed() < Duration::from_secs(1) {
+            return Ok(());
+        }
+        self.last_skip_save = std::time::Instant::now();
+        Ok(self.hub.store().save_cursor(name, through).await?)
+    }
+
+    /// Sleeps unless shutdown comes first; returns true on shutdown.
+    async fn pause(&self, duration: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => false,
+            _ = self.shutdown.cancelled() => true,
+        }
+    }
+}

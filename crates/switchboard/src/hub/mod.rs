@@ -1,0 +1,196 @@
+//! The hub: the one door every event goes through.
+//!
+//! `emit` validates an event and queues it for the writer ([`writer`]), which commits queued events in batches
+//! (group commit: one transaction and one fsync per batch) and only then answers each emitter. Every committed
+//! batch is published once on a broadcast channel; from there the dispatcher hands events to in-process
+//! listeners ([`listeners`]) and durable listeners ([`durable`]) resume from it or from the log.
+
+pub mod durable;
+pub mod listeners;
+mod writer;
+
+pub use durable::{spawn_durable, DurableHandler};
+pub use listeners::{EventFilter, Listener, ListenerSpec};
+
+use crate::event::{Event, NewEvent, ValidationError};
+use crate::store::{DynStore, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How the hub batches and bounds its queues.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// A batch is committed when it holds this many events...
+    pub batch_max_events: usize,
+    /// ...or when this long has passed since its first event (0: commit as soon as the writer is free).
+    pub batch_linger: Duration,
+    /// Events waiting for the writer; `emit` waits when it is full.
+    pub queue_capacity: usize,
+    pub max_event_bytes: usize,
+    /// Per in-process listener; beyond it the listener misses events (counted).
+    pub listener_queue_capacity: usize,
+    /// Committed batches kept for slow consumers of the broadcast before they must re-read the log.
+    pub broadcast_capacity: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            batch_max_events: 2048,
+            batch_linger: Duration::ZERO,
+            queue_capacity: 16_384,
+            max_event_bytes: 1 << 20,
+            listener_queue_capacity: 4096,
+            broadcast_capacity: 1024,
+        }
+    }
+}
+
+/// Why an event was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One committed transaction, as published to listeners.
+#[derive(Debug)]
+pub struct CommittedBatch {
+    /// The head `seq` before this batch: a consumer whose cursor equals it has seen everything before.
+    pub prev_head: i64,
+    /// The new events, in `seq` order (idempotent repeats are not included).
+    pub events: Vec<Arc<Event>>,
+}
+
+impl CommittedBatch {
+    pub fn last_seq(&self) -> i64 {
+        self.events.last().map_or(self.prev_head, |e| e.seq)
+    }
+}
+
+pub(crate) struct Pending {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<Emitted, StoreError>>,
+}
+
+/// The result of an emit: the stored event, and whether it was an idempotent repeat of an earlier one.
+#[derive(Debug, Clone)]
+pub struct Emitted {
+    pub event: Arc<Event>,
+    pub duplicate: bool,
+}
+
+/// A handle to the hub; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queue: mpsc::Sender<Pending>,
+    batches: broadcast::Sender<Arc<CommittedBatch>>,
+    registry: Arc<listeners::Registry>,
+    store: DynStore,
+    config: HubConfig,
+    stop_writer: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Hub {
+    /// Starts the writer and the dispatcher over `store`.
+    pub async fn start(store: DynStore, config: HubConfig) -> Result<Hub, StoreError> {
+        let (head, last_timestamp) = store.head().await?;
+        let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let (batches, _) = broadcast::channel(config.broadcast_capacity.max(16));
+        let registry = Arc::new(listeners::Registry::default());
+        let stop_writer = CancellationToken::new();
+        let writer_done = CancellationToken::new();
+        let writer = writer::Writer {
+            receiver,
+            store: Arc::clone(&store),
+            batches: batches.clone(),
+            head,
+            last_timestamp,
+            max_events: config.batch_max_events.max(1),
+            linger: config.batch_linger,
+            stop: stop_writer.clone(),
+            done: writer_done.clone(),
+        };
+        let writer_task = tokio::spawn(writer.run());
+        let dispatcher = tokio::spawn(listeners::dispatch(batches.subscribe(), Arc::clone(&registry), writer_done));
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                queue,
+                batches,
+                registry,
+                store,
+                config,
+                stop_writer,
+                tasks: Mutex::new(vec![writer_task, dispatcher]),
+            }),
+        })
+    }
+
+    /// Validates, stores durably and publishes an event. Returns once the event is committed (fsynced).
+    pub async fn emit(&self, event: NewEvent) -> Result<Arc<Event>, EmitError> {
+        Ok(self.publish(event).await?.event)
+    }
+
+    /// Like [`Hub::emit`], and tells whether an idempotency key matched an earlier event.
+    pub async fn publish(&self, event: NewEvent) -> Result<Emitted, EmitError> {
+        event.validate(self.inner.config.max_event_bytes)?;
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Pending { event, reply })
+            .await
+            .map_err(|_| EmitError::ShuttingDown)?;
+        match answer.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(EmitError::ShuttingDown),
+        }
+    }
+
+    /// Registers an in-process listener; dropping the returned [`Listener`] unsubscribes it.
+    pub fn subscribe(&self, spec: ListenerSpec) -> Listener {
+        let capacity = if spec.capacity == 0 { self.inner.config.listener_queue_capacity } else { spec.capacity };
+        listeners::Registry::add(&self.inner.registry, spec, capacity)
+    }
+
+    /// Resolves with the first matching event committed after this call.
+    pub fn once(&self, spec: ListenerSpec) -> impl std::future::Future<Output = Option<Arc<Event>>> + Send {
+        let mut listener = self.subscribe(ListenerSpec { capacity: 1, ..spec });
+        async move { listener.recv().await }
+    }
+
+    /// Every committed batch from now on (for durable listeners, SSE and Socket.IO).
+    pub fn batches(&self) -> broadcast::Receiver<Arc<CommittedBatch>> {
+        self.inner.batches.subscribe()
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// Stops accepting events, commits what is queued, and waits for the writer and dispatcher to finish.
+    pub async fn shutdown(&self) {
+        self.inner.stop_writer.cancel();
+        let tasks: Vec<_> = self.inner.tasks.lock().await.drain(..).collect();
+        for task in tasks {
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "hub task failed during shutdown");
+            }
+        }
+    }
+}

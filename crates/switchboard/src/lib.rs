@@ -1,0 +1,29 @@
+//! Switchboard: a durable event hub for healthcare integration.
+//!
+//! Sources (the HTTP API today; MLLP and FHIR later) hand events to the [`hub`], which commits them to the
+//! [`store`] in batches (group commit, fsync per batch) and only then acknowledges them. Committed events flow to
+//! sinks: in-process and durable [`listeners`], and the history API in [`api`].
+//!
+//! - [`event`]: the event model, type names, patterns and validation.
+//! - [`hub`]: `emit`, the group-commit writer, live and durable listeners.
+//! - [`store`]: the storage trait and the SQLite backend.
+//! - [`api`]: the axum HTTP API and its error type.
+//! - [`listeners`]: built-in durable listeners (audit logger, metrics collector).
+//! - [`app`]: `run(config, listeners, shutdown)`, startup and graceful shutdown.
+//! - [`config`]: layered configuration.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod event;
+pub mod hub;
+pub mod listeners;
+pub mod retention;
+pub mod store;
+pub mod util;
+
+pub use app::{run, Application, Listeners};
+pub use config::Config;
+pub use event::{Event, EventType, NewEvent, Source};
+pub use hub::Hub;

@@ -1,0 +1,107 @@
+//! Storage: the [`Store`] trait every backend implements, the records it keeps, and the backend chosen from the
+//! database URL.
+//!
+//! The store holds the event log (with `seq`, the position in commit order), durable listener cursors, API keys
+//! and the audit log. Appends arrive in batches from the hub's single writer: one transaction, one fsync per batch.
+//! The conformance suite in `tests/api/store_conformance.rs` runs against every backend.
+
+mod records;
+pub mod sqlite;
+
+pub use records::{ApiKeyRecord, AuditEntry, AuditQuery, EventCursor, EventQuery, Order};
+
+use crate::event::{Event, Timestamp};
+use async_trait::async_trait;
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("unsupported database url '{0}': use sqlite://PATH")]
+    UnsupportedUrl(String),
+    #[error("storage is full: {0}")]
+    Full(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        match &err {
+            rusqlite::Error::SqliteFailure(e, msg) if e.code == rusqlite::ErrorCode::DiskFull => {
+                StoreError::Full(msg.clone().unwrap_or_else(|| "disk full".into()))
+            }
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            _ => StoreError::Database(err.to_string()),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage contract. Every method is safe to call concurrently; `append` is called by one writer at a time.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commits a batch durably in one transaction and returns it with `seq` filled in.
+    ///
+    /// An event whose `(org_id, idempotency_key)` is already stored is not stored again: its slot in the result
+    /// holds the event that was stored first (recognisable by its different `id`).
+    async fn append(&self, batch: Vec<Event>) -> StoreResult<Vec<Event>>;
+
+    /// The highest `seq` and timestamp committed so far (0 and the epoch for an empty log).
+    async fn head(&self) -> StoreResult<(i64, Timestamp)>;
+
+    /// Events with `seq > after`, in `seq` order, at most `limit`.
+    async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<Event>>;
+
+    async fn get_event(&self, org_id: Option<&str>, id: Uuid) -> StoreResult<Option<Event>>;
+
+    async fn query_events(&self, query: &EventQuery) -> StoreResult<Vec<Event>>;
+
+    /// Deletes up to `limit` events older than `cutoff`, oldest first; returns how many were deleted.
+    async fn purge_events_before(&self, cutoff: Timestamp, limit: usize) -> StoreResult<u64>;
+
+    async fn load_cursor(&self, listener: &str) -> StoreResult<Option<i64>>;
+
+    async fn save_cursor(&self, listener: &str, seq: i64) -> StoreResult<()>;
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> StoreResult<()>;
+
+    /// Replaces the hash of the key with this id, creating it if needed (used for the bootstrap admin token).
+    async fn upsert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+
+    async fn find_api_key(&self, key_hash: &[u8]) -> StoreResult<Option<ApiKeyRecord>>;
+
+    /// Keys of one org, or every key when `org_id` is `None`.
+    async fn list_api_keys(&self, org_id: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>>;
+
+    /// Deletes a key, scoped to an org when given; `NotFound` if no such key is visible.
+    async fn delete_api_key(&self, id: &str, org_id: Option<&str>, audit: &AuditEntry) -> StoreResult<()>;
+
+    async fn any_admin_key(&self) -> StoreResult<bool>;
+
+    /// Writes audit rows and, in the same transaction, the cursor of the listener that produced them.
+    async fn record_audit(&self, entries: Vec<AuditEntry>, cursor: Option<(String, i64)>) -> StoreResult<()>;
+
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+
+    /// Cheap check that the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the backend named by the URL's scheme and applies its migrations.
+pub async fn open(url: &str) -> StoreResult<DynStore> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let store = sqlite::SqliteStore::open(path).await?;
+        return Ok(Arc::new(store));
+    }
+    Err(StoreError::UnsupportedUrl(url.to_string()))
+}

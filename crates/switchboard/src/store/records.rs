@@ -1,0 +1,91 @@
+//! Plain records the store reads and writes, and the query shapes of the history and audit APIs.
+
+use crate::event::{Pattern, Source, Timestamp};
+use serde::Serialize;
+
+/// Where a page of history ends: the `(timestamp, seq)` of its last event. Timestamps never decrease along
+/// `seq`, so the pair orders exactly like `seq` and lets the (org, time) index serve every page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCursor {
+    pub timestamp: Timestamp,
+    pub seq: i64,
+}
+
+impl EventCursor {
+    pub fn encode(&self) -> String {
+        format!("{}-{}", self.seq, self.timestamp.0)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (seq, ts) = text.split_once('-')?;
+        Some(EventCursor { seq: seq.parse().ok()?, timestamp: Timestamp(ts.parse().ok()?) })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    #[default]
+    Desc,
+    Asc,
+}
+
+/// A history query. `org_id: None` means every org (admin only; the API enforces that).
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub org_id: Option<String>,
+    pub event_types: Vec<Pattern>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub message_type: Option<String>,
+    pub source: Option<Source>,
+    pub after: Option<EventCursor>,
+    pub order: Order,
+    pub limit: usize,
+}
+
+/// An API key as stored: the key itself is never kept, only its SHA-256.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRecord {
+    pub id: String,
+    /// `None` for an admin key.
+    pub org_id: Option<String>,
+    pub name: String,
+    #[serde(skip)]
+    pub key_hash: Vec<u8>,
+    /// The first characters of the key, so people can tell keys apart.
+    pub prefix: String,
+    #[serde(serialize_with = "crate::util::serialize_ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+}
+
+/// One audit row: who did what to what, with which outcome. Never holds PHI (no event data).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    #[serde(serialize_with = "crate::util::serialize_ts")]
+    #[schema(value_type = String, format = DateTime)]
+    pub timestamp: Timestamp,
+    /// The API key id (or internal component) that acted.
+    pub actor: Option<String>,
+    pub org_id: Option<String>,
+    /// e.g. `event.emit`, `key.create`, `key.delete`.
+    pub action: String,
+    /// The id of what was acted on.
+    pub target: String,
+    pub outcome: String,
+    /// Non-PHI detail, such as the event type.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub org_id: Option<String>,
+    pub action: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub limit: usize,
+}

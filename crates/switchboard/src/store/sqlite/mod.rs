@@ -1,0 +1,226 @@
+//! The embedded backend: SQLite in WAL mode with `synchronous=FULL`.
+//!
+//! One writer connection (appends, deletes, key and audit writes) behind a mutex that the hub's single writer
+//! task takes once per batch; a small pool of reader connections for queries, which WAL lets run beside the
+//! writer. All SQLite calls run on tokio's blocking pool.
+
+mod admin;
+mod events;
+mod migrations;
+
+use super::{StoreError, StoreResult};
+use crate::event::Pattern;
+use rusqlite::functions::FunctionFlags;
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const READER_POOL_MAX: usize = 8;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub async fn open(path: &str) -> StoreResult<Self> {
+        let path = PathBuf::from(path);
+        let opened = tokio::task::spawn_blocking(move || -> StoreResult<SqliteStore> {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let mut writer = open_connection(&path)?;
+            writer.pragma_update(None, "journal_mode", "WAL")?;
+            apply_migrations(&mut writer)?;
+            Ok(SqliteStore {
+                path,
+                writer: Arc::new(Mutex::new(writer)),
+                readers: Arc::new(Mutex::new(Vec::new())),
+            })
+        })
+        .await
+        .map_err(join_error)??;
+        Ok(opened)
+    }
+
+    /// Runs `f` on the writer connection on the blocking pool.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().map_err(|_| StoreError::Database("writer lock poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    /// Runs `f` on a pooled reader connection on the blocking pool.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().ok().and_then(|mut pool| pool.pop());
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&path)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut pool) = readers.lock() {
+                if pool.len() < READER_POOL_MAX {
+                    pool.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(join_error)?
+    }
+}
+
+fn join_error(err: tokio::task::JoinError) -> StoreError {
+    StoreError::Database(format!("storage task failed: {err}"))
+}
+
+fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    register_functions(&conn)?;
+    Ok(conn)
+}
+
+/// `event_type_matches(pattern, type)`: the hub's wildcard rules inside SQL. The parsed pattern is cached per
+/// statement, so a query parses each pattern once.
+fn register_functions(conn: &Connection) -> StoreResult<()> {
+    conn.create_scalar_function(
+        "event_type_matches",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let pattern = ctx.get_or_create_aux(0, |value| -> Result<Option<Pattern>, rusqlite::Error> {
+                Ok(value.as_str().ok().and_then(|p| Pattern::parse(p).ok()))
+            })?;
+            let event_type = ctx.get_raw(1).as_str().unwrap_or("");
+            Ok(pattern.as_ref().as_ref().is_some_and(|p| p.matches(event_type)))
+        },
+    )?;
+    Ok(())
+}
+
+fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let current: i64 =
+        conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| row.get(0))?;
+    for (version, sql) in migrations::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Migration(format!("migration {version}: {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, crate::event::Timestamp::now().0],
+        )?;
+        tx.commit()?;
+        tracing::info!(version, "applied database migration");
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl super::Store for SqliteStore {
+    async fn append(&self, batch: Vec<crate::event::Event>) -> StoreResult<Vec<crate::event::Event>> {
+        self.write(move |conn| events::append(conn, batch)).await
+    }
+
+    async fn head(&self) -> StoreResult<(i64, crate::event::Timestamp)> {
+        self.read(events::head).await
+    }
+
+    async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<crate::event::Event>> {
+        self.read(move |conn| events::events_after(conn, after, limit)).await
+    }
+
+    async fn get_event(&self, org_id: Option<&str>, id: uuid::Uuid) -> StoreResult<Option<crate::event::Event>> {
+        let org = org_id.map(str::to_owned);
+        self.read(move |conn| events::get(conn, org.as_deref(), id)).await
+    }
+
+    async fn query_events(&self, query: &super::EventQuery) -> StoreResult<Vec<crate::event::Event>> {
+        let query = query.clone();
+        self.read(move |conn| events::query(conn, &query)).await
+    }
+
+    async fn purge_events_before(&self, cutoff: crate::event::Timestamp, limit: usize) -> StoreResult<u64> {
+        self.write(move |conn| events::purge_before(conn, cutoff, limit)).await
+    }
+
+    async fn load_cursor(&self, listener: &str) -> StoreResult<Option<i64>> {
+        let name = listener.to_owned();
+        self.read(move |conn| admin::load_cursor(conn, &name)).await
+    }
+
+    async fn save_cursor(&self, listener: &str, seq: i64) -> StoreResult<()> {
+        let name = listener.to_owned();
+        self.write(move |conn| admin::save_cursor(conn, &name, seq)).await
+    }
+
+    async fn insert_api_key(&self, key: &super::ApiKeyRecord, audit: &super::AuditEntry) -> StoreResult<()> {
+        let (key, audit) = (key.clone(), audit.clone());
+        self.write(move |conn| admin::insert_key(conn, &key, &audit)).await
+    }
+
+    async fn upsert_api_key(&self, key: &super::ApiKeyRecord) -> StoreResult<()> {
+        let key = key.clone();
+        self.write(move |conn| admin::upsert_key(conn, &key)).await
+    }
+
+    async fn find_api_key(&self, key_hash: &[u8]) -> StoreResult<Option<super::ApiKeyRecord>> {
+        let hash = key_hash.to_vec();
+        self.read(move |conn| admin::find_key(conn, &hash)).await
+    }
+
+    async fn list_api_keys(&self, org_id: Option<&str>) -> StoreResult<Vec<super::ApiKeyRecord>> {
+        let org = org_id.map(str::to_owned);
+        self.read(move |conn| admin::list_keys(conn, org.as_deref())).await
+    }
+
+    async fn delete_api_key(&self, id: &str, org_id: Option<&str>, audit: &super::AuditEntry) -> StoreResult<()> {
+        let (id, org, audit) = (id.to_owned(), org_id.map(str::to_owned), audit.clone());
+        self.write(move |conn| admin::delete_key(conn, &id, org.as_deref(), &audit)).await
+    }
+
+    async fn any_admin_key(&self) -> StoreResult<bool> {
+        self.read(admin::any_admin_key).await
+    }
+
+    async fn record_audit(&self, entries: Vec<super::AuditEntry>, cursor: Option<(String, i64)>) -> StoreResult<()> {
+        self.write(move |conn| {
+            admin::record_audit(conn, &entries, cursor.as_ref().map(|(n, s)| (n.as_str(), *s)))
+        })
+        .await
+    }
+
+    async fn query_audit(&self, query: &super::AuditQuery) -> StoreResult<Vec<super::AuditEntry>> {
+        let query = query.clone();
+        self.read(move |conn| admin::query_audit(conn, &query)).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+    }
+}
