@@ -60,11 +60,18 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 /// Runs Switchboard on already-bound listeners until `shutdown` is cancelled.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = metrics_handle();
-    let store = store::open(&config.database.url)
-        .await
-        .with_context(|| format!("cannot open database {}", crate::config::redact_url(&config.database.url)))?;
+    let store = store::open(&config.database.url).await.with_context(|| {
+        format!(
+            "cannot open database {}",
+            crate::config::redact_url(&config.database.url)
+        )
+    })?;
     if let Some(token) = auth::bootstrap_admin(&store, &config.auth.admin_token).await? {
         // Shown once, on first start only: the hash is all that is kept.
         println!("Created the admin API token (shown only this once): {token}");
@@ -73,7 +80,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
 
     let background = CancellationToken::new();
     let mut tasks = vec![
-        spawn_durable(&hub, Arc::new(AuditLogger::new(Arc::clone(&store))), background.clone()),
+        spawn_durable(
+            &hub,
+            Arc::new(AuditLogger::new(Arc::clone(&store))),
+            background.clone(),
+        ),
         spawn_durable(&hub, Arc::new(MetricsCollector), background.clone()),
         tokio::spawn(retention::run(
             Arc::clone(&store),
@@ -84,10 +95,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         )),
     ];
 
-    let state = AppState { hub: hub.clone(), store: Arc::clone(&store), config: Arc::new(config), metrics };
+    let state = AppState {
+        hub: hub.clone(),
+        store: Arc::clone(&store),
+        config: Arc::new(config),
+        metrics,
+    };
     let http_addr = listeners.http.local_addr()?;
     tracing::info!(http = %http_addr, "switchboard is serving");
-    let server = axum::serve(listeners.http, api::router(state)).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = axum::serve(listeners.http, api::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
 
     tracing::info!("shutting down: committing queued events");

@@ -44,7 +44,10 @@ impl Caller {
 pub fn generate_key() -> String {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
-    format!("{KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 pub fn hash_key(key: &str) -> Vec<u8> {
@@ -57,7 +60,14 @@ pub fn key_prefix(key: &str) -> String {
 }
 
 pub fn new_record(id: String, org_id: Option<String>, name: String, key: &str) -> ApiKeyRecord {
-    ApiKeyRecord { id, org_id, name, key_hash: hash_key(key), prefix: key_prefix(key), created_at: Timestamp::now() }
+    ApiKeyRecord {
+        id,
+        org_id,
+        name,
+        key_hash: hash_key(key),
+        prefix: key_prefix(key),
+        created_at: Timestamp::now(),
+    }
 }
 
 /// A freshly created org key: the only moment the key itself exists outside the caller's hands.
@@ -67,7 +77,12 @@ pub struct CreatedOrgKey {
 }
 
 /// Creates a key for `org_id` and records `key.create` in the audit log, in one transaction.
-pub async fn create_org_key(store: &DynStore, actor: &str, org_id: &str, name: &str) -> StoreResult<CreatedOrgKey> {
+pub async fn create_org_key(
+    store: &DynStore,
+    actor: &str,
+    org_id: &str,
+    name: &str,
+) -> StoreResult<CreatedOrgKey> {
     let key = generate_key();
     let id = uuid::Uuid::now_v7().to_string();
     let record = new_record(id.clone(), Some(org_id.to_string()), name.to_string(), &key);
@@ -88,7 +103,12 @@ pub async fn create_org_key(store: &DynStore, actor: &str, org_id: &str, name: &
 /// key. Without one, the first start creates a key and returns it so the caller can print it once.
 pub async fn bootstrap_admin(store: &DynStore, configured: &str) -> StoreResult<Option<String>> {
     if !configured.is_empty() {
-        let record = new_record(BOOTSTRAP_ADMIN_ID.into(), None, "bootstrap admin".into(), configured);
+        let record = new_record(
+            BOOTSTRAP_ADMIN_ID.into(),
+            None,
+            "bootstrap admin".into(),
+            configured,
+        );
         store.upsert_api_key(&record).await?;
         return Ok(None);
     }
@@ -96,7 +116,14 @@ pub async fn bootstrap_admin(store: &DynStore, configured: &str) -> StoreResult<
         return Ok(None);
     }
     let key = generate_key();
-    store.upsert_api_key(&new_record(BOOTSTRAP_ADMIN_ID.into(), None, "bootstrap admin".into(), &key)).await?;
+    store
+        .upsert_api_key(&new_record(
+            BOOTSTRAP_ADMIN_ID.into(),
+            None,
+            "bootstrap admin".into(),
+            &key,
+        ))
+        .await?;
     Ok(Some(key))
 }
 

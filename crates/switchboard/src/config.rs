@@ -16,9 +16,15 @@ const ENV_ALIASES: &[(&str, &str)] = &[("ADMIN_TOKEN", "auth.admin_token")];
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path} is not valid TOML: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("environment variable {name}: {reason}")]
     Env { name: String, reason: String },
     #[error("invalid configuration: {0}")]
@@ -81,14 +87,24 @@ impl Config {
     }
 
     /// As [`Config::load`], with the environment given explicitly (for tests).
-    pub fn load_from(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
-        let mut merged: toml::Table = DEFAULTS
-            .parse()
-            .map_err(|source| ConfigError::Parse { path: "<defaults>".into(), source })?;
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table = DEFAULTS.parse().map_err(|source| ConfigError::Parse {
+            path: "<defaults>".into(),
+            source,
+        })?;
         if let Some(path) = file {
             let shown = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-            let overlay: toml::Table = text.parse().map_err(|source| ConfigError::Parse { path: shown, source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: shown.clone(),
+                source,
+            })?;
+            let overlay: toml::Table = text.parse().map_err(|source| ConfigError::Parse {
+                path: shown,
+                source,
+            })?;
             merge(&mut merged, overlay);
         }
         apply_env(&mut merged, env)?;
@@ -109,7 +125,10 @@ impl Config {
         if !self.database.url.starts_with("sqlite://") {
             return invalid("database.url must start with sqlite://");
         }
-        if self.hub.batch_max_events == 0 || self.hub.queue_capacity == 0 || self.hub.listener_queue_capacity == 0 {
+        if self.hub.batch_max_events == 0
+            || self.hub.queue_capacity == 0
+            || self.hub.listener_queue_capacity == 0
+        {
             return invalid("hub.batch_max_events, hub.queue_capacity and hub.listener_queue_capacity must be positive");
         }
         if self.hub.max_event_bytes < 1024 {
@@ -154,7 +173,9 @@ impl fmt::Debug for Config {
 
 /// Hides the password of a URL such as `postgres://user:secret@host/db`.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     match rest.split_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split(':').next().unwrap_or("");
@@ -182,18 +203,26 @@ fn apply_env(config: &mut toml::Table, env: &HashMap<String, String>) -> Result<
     for name in names {
         let raw = &env[name];
         let rest = name[ENV_PREFIX.len()..].to_ascii_lowercase();
-        let env_err = |reason: String| ConfigError::Env { name: name.clone(), reason };
+        let env_err = |reason: String| ConfigError::Env {
+            name: name.clone(),
+            reason,
+        };
         let target = ENV_ALIASES
             .iter()
             .find(|(alias, _)| alias.eq_ignore_ascii_case(&rest))
-            .map(|(_, path)| path.split_once('.').map(|(s, k)| (s.to_string(), k.to_string())))
+            .map(|(_, path)| {
+                path.split_once('.')
+                    .map(|(s, k)| (s.to_string(), k.to_string()))
+            })
             .unwrap_or_else(|| locate(config, &rest));
         let Some((section, key)) = target else {
             // Variables the binary does not know (SWITCHBOARD_TEST_*, say) are ignored, not fatal.
             tracing::debug!(variable = %name, "ignoring unknown SWITCHBOARD_ variable");
             continue;
         };
-        let Some(toml::Value::Table(table)) = config.get_mut(&section) else { continue };
+        let Some(toml::Value::Table(table)) = config.get_mut(&section) else {
+            continue;
+        };
         let typed = match table.get(&key) {
             Some(toml::Value::Boolean(_)) => match raw.to_ascii_lowercase().as_str() {
                 "1" | "true" | "yes" | "on" => toml::Value::Boolean(true),
@@ -201,11 +230,15 @@ fn apply_env(config: &mut toml::Table, env: &HashMap<String, String>) -> Result<
                 _ => return Err(env_err(format!("'{raw}' is not a boolean"))),
             },
             Some(toml::Value::Integer(_)) => toml::Value::Integer(
-                raw.trim().parse().map_err(|_| env_err(format!("'{raw}' is not an integer")))?,
+                raw.trim()
+                    .parse()
+                    .map_err(|_| env_err(format!("'{raw}' is not an integer")))?,
             ),
-            Some(toml::Value::Float(_)) => {
-                toml::Value::Float(raw.trim().parse().map_err(|_| env_err(format!("'{raw}' is not a number")))?)
-            }
+            Some(toml::Value::Float(_)) => toml::Value::Float(
+                raw.trim()
+                    .parse()
+                    .map_err(|_| env_err(format!("'{raw}' is not a number")))?,
+            ),
             Some(toml::Value::Array(_)) => toml::Value::Array(
                 raw.split(',')
                     .map(str::trim)
@@ -227,7 +260,9 @@ fn locate(config: &toml::Table, rest: &str) -> Option<(String, String)> {
         .filter_map(|(section, value)| {
             let table = value.as_table()?;
             let key = rest.strip_prefix(section.as_str())?.strip_prefix('_')?;
-            table.contains_key(key).then(|| (section.clone(), key.to_string()))
+            table
+                .contains_key(key)
+                .then(|| (section.clone(), key.to_string()))
         })
         .max_by_key(|(section, _)| section.len())
 }
@@ -237,14 +272,20 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_are_valid() {
         let config = Config::defaults().expect("defaults");
         assert_eq!(config.http.addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.database.url, "sqlite://./switchboard-data/switchboard.db");
+        assert_eq!(
+            config.database.url,
+            "sqlite://./switchboard-data/switchboard.db"
+        );
         assert_eq!(config.retention.days, 90);
     }
 
@@ -252,7 +293,8 @@ mod tests {
     fn env_overrides_file_which_overrides_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[hub]\nbatch_max_events = 10\nqueue_capacity = 20\n").expect("write");
+        std::fs::write(&path, "[hub]\nbatch_max_events = 10\nqueue_capacity = 20\n")
+            .expect("write");
         let config = Config::load_from(
             Some(&path),
             &env(&[
@@ -274,8 +316,12 @@ mod tests {
     fn bad_values_are_reported_clearly() {
         let err = Config::load_from(None, &env(&[("SWITCHBOARD_HUB_BATCH_MAX_EVENTS", "many")]))
             .expect_err("must fail");
-        assert!(err.to_string().contains("SWITCHBOARD_HUB_BATCH_MAX_EVENTS"), "{err}");
-        let err = Config::load_from(None, &env(&[("SWITCHBOARD_DATABASE_URL", "mysql://x")])).expect_err("must fail");
+        assert!(
+            err.to_string().contains("SWITCHBOARD_HUB_BATCH_MAX_EVENTS"),
+            "{err}"
+        );
+        let err = Config::load_from(None, &env(&[("SWITCHBOARD_DATABASE_URL", "mysql://x")]))
+            .expect_err("must fail");
         assert!(err.to_string().contains("database.url"), "{err}");
     }
 
@@ -290,7 +336,10 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:<hidden>@h/db");
+        assert_eq!(
+            redact_url("postgres://u:pw@h/db"),
+            "postgres://u:<hidden>@h/db"
+        );
         assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
     }
 }

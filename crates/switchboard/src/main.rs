@@ -7,7 +7,11 @@ use switchboard::{app, Config};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Durable event hub for HL7 v2 and FHIR R4")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Durable event hub for HL7 v2 and FHIR R4"
+)]
 struct Cli {
     /// TOML configuration file (optional; defaults and SWITCHBOARD_* variables apply without it).
     #[arg(long, global = true)]
@@ -66,7 +70,9 @@ fn main() -> anyhow::Result<()> {
                         print!("{}", config.to_redacted_toml());
                         Ok(())
                     }
-                    Command::Keys { command: KeysCommand::Create { org, name } } => create_key(config, &org, &name).await,
+                    Command::Keys {
+                        command: KeysCommand::Create { org, name },
+                    } => create_key(config, &org, &name).await,
                     Command::Openapi => Ok(()),
                 }
             }
@@ -85,15 +91,16 @@ async fn watch_signals(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(err) => {
-                tracing::error!(error = %err, "cannot watch SIGTERM");
-                let _ = ctrl_c.await;
-                shutdown.cancel();
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot watch SIGTERM");
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -9,7 +9,12 @@ use tokio_util::sync::CancellationToken;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Deletes everything older than `days` in batches of `batch_size`; returns how many were deleted.
-pub async fn purge_once(store: &DynStore, days: u32, batch_size: usize, shutdown: &CancellationToken) -> u64 {
+pub async fn purge_once(
+    store: &DynStore,
+    days: u32,
+    batch_size: usize,
+    shutdown: &CancellationToken,
+) -> u64 {
     let cutoff = Timestamp(Timestamp::now().0 - i64::from(days) * MICROS_PER_DAY);
     let mut total = 0;
     while !shutdown.is_cancelled() {
@@ -31,7 +36,13 @@ pub async fn purge_once(store: &DynStore, days: u32, batch_size: usize, shutdown
 }
 
 /// Runs the purge every `interval` until shutdown. `days == 0` disables it.
-pub async fn run(store: DynStore, days: u32, interval: Duration, batch_size: usize, shutdown: CancellationToken) {
+pub async fn run(
+    store: DynStore,
+    days: u32,
+    interval: Duration,
+    batch_size: usize,
+    shutdown: CancellationToken,
+) {
     if days == 0 {
         return;
     }

@@ -40,12 +40,19 @@ pub async fn list(
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     let time = |name: &str, v: &Option<String>| -> Result<Option<Timestamp>, ApiError> {
         v.as_deref()
-            .map(|t| Timestamp::parse_rfc3339(t).ok_or_else(|| ApiError::bad_request("bad_query", format!("{name} must be RFC 3339"))))
+            .map(|t| {
+                Timestamp::parse_rfc3339(t).ok_or_else(|| {
+                    ApiError::bad_request("bad_query", format!("{name} must be RFC 3339"))
+                })
+            })
             .transpose()
     };
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::bad_request("bad_query", "limit must be between 1 and 1000"));
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "limit must be between 1 and 1000",
+        ));
     }
     let query = AuditQuery {
         org_id: scope_org(&caller, params.org_id)?,

@@ -29,7 +29,11 @@ pub struct ErrorDetail {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -45,13 +49,21 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
     }
 
     /// Logs `err` and returns an opaque 500.
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "internal error while serving a request");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
     }
 }
 
@@ -60,7 +72,12 @@ impl IntoResponse for ApiError {
         if self.status.is_client_error() {
             tracing::info!(status = self.status.as_u16(), code = self.code, message = %self.message, "request refused");
         }
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -72,7 +89,11 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(msg) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
             StoreError::Full(msg) => {
                 tracing::error!(error = %msg, "storage full");
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", "storage is full; nothing was written")
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "storage_full",
+                    "storage is full; nothing was written",
+                )
             }
             other => ApiError::internal(other),
         }
@@ -83,12 +104,18 @@ impl From<EmitError> for ApiError {
     fn from(err: EmitError) -> Self {
         match err {
             EmitError::Invalid(e @ crate::event::ValidationError::TooLarge { .. }) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", e.to_string())
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "event_too_large",
+                    e.to_string(),
+                )
             }
             EmitError::Invalid(e) => ApiError::bad_request("invalid_event", e.to_string()),
-            EmitError::ShuttingDown => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is shutting down")
-            }
+            EmitError::ShuttingDown => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ),
             EmitError::Store(e) => e.into(),
         }
     }

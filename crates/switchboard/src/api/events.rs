@@ -43,21 +43,37 @@ pub async fn publish(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PublishRequest>,
 ) -> Result<Response, ApiError> {
-    let event_type = EventType::parse(&body.event_type).map_err(|e| ApiError::bad_request("invalid_event_type", e.to_string()))?;
+    let event_type = EventType::parse(&body.event_type)
+        .map_err(|e| ApiError::bad_request("invalid_event_type", e.to_string()))?;
     let org_id = match (&caller.scope, body.org_id) {
         (Scope::Admin, Some(org)) => org,
-        (Scope::Admin, None) => return Err(ApiError::bad_request("invalid_event", "orgId is required with an admin key")),
+        (Scope::Admin, None) => {
+            return Err(ApiError::bad_request(
+                "invalid_event",
+                "orgId is required with an admin key",
+            ))
+        }
         (Scope::Org(own), None) => own.clone(),
         (Scope::Org(own), Some(org)) if org == *own => org,
-        (Scope::Org(_), Some(_)) => return Err(ApiError::forbidden("an org key can only publish for its own org")),
+        (Scope::Org(_), Some(_)) => {
+            return Err(ApiError::forbidden(
+                "an org key can only publish for its own org",
+            ))
+        }
     };
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(value) => {
-            let key = value.to_str().ok().filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX);
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= IDEMPOTENCY_KEY_MAX);
             Some(
                 key.ok_or_else(|| {
-                    ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1-256 visible ASCII characters")
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1-256 visible ASCII characters",
+                    )
                 })?
                 .to_string(),
             )
@@ -77,13 +93,19 @@ pub async fn publish(
         idempotency_key,
     };
     let emitted = state.hub.publish(event).await?;
-    let status = if emitted.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if emitted.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let mut response = (status, Json(&*emitted.event)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/events/{}", emitted.event.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     if emitted.duplicate {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(response)
 }
@@ -122,8 +144,12 @@ impl HistoryParams {
             value
                 .as_deref()
                 .map(|v| {
-                    Timestamp::parse_rfc3339(v)
-                        .ok_or_else(|| ApiError::bad_request("bad_query", format!("{name} must be an RFC 3339 date-time, got '{v}'")))
+                    Timestamp::parse_rfc3339(v).ok_or_else(|| {
+                        ApiError::bad_request(
+                            "bad_query",
+                            format!("{name} must be an RFC 3339 date-time, got '{v}'"),
+                        )
+                    })
                 })
                 .transpose()
         };
@@ -133,7 +159,9 @@ impl HistoryParams {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|p| Pattern::parse(p).map_err(|e| ApiError::bad_request("bad_query", e.to_string())))
+                .map(|p| {
+                    Pattern::parse(p).map_err(|e| ApiError::bad_request("bad_query", e.to_string()))
+                })
                 .collect::<Result<_, _>>()?,
         };
         let source = match self.source.as_deref() {
@@ -145,15 +173,25 @@ impl HistoryParams {
         let order = match self.order.as_deref() {
             None | Some("desc") => Order::Desc,
             Some("asc") => Order::Asc,
-            Some(other) => return Err(ApiError::bad_request("bad_query", format!("order must be asc or desc, got '{other}'"))),
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "bad_query",
+                    format!("order must be asc or desc, got '{other}'"),
+                ))
+            }
         };
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
-            return Err(ApiError::bad_request("bad_query", format!("limit must be between 1 and {MAX_LIMIT}")));
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            ));
         }
         let after = match self.cursor.as_deref() {
             None => None,
-            Some(c) => Some(EventCursor::decode(c).ok_or_else(|| ApiError::bad_request("bad_query", "cursor is not a cursor this server issued"))?),
+            Some(c) => Some(EventCursor::decode(c).ok_or_else(|| {
+                ApiError::bad_request("bad_query", "cursor is not a cursor this server issued")
+            })?),
         };
         Ok(EventQuery {
             org_id: scope_org(caller, self.org_id.clone())?,
@@ -189,21 +227,40 @@ pub async fn list(
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Json<EventPage>, ApiError> {
     if params.format.is_some() {
-        return Err(ApiError::bad_request("bad_query", "format applies to /api/events/export only"));
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "format applies to /api/events/export only",
+        ));
     }
     let query = params.to_query(&caller)?;
     let events = state.store.query_events(&query).await?;
     let next_cursor = (events.len() == query.limit)
-        .then(|| events.last().map(|e| EventCursor { timestamp: e.timestamp, seq: e.seq }.encode()))
+        .then(|| {
+            events.last().map(|e| {
+                EventCursor {
+                    timestamp: e.timestamp,
+                    seq: e.seq,
+                }
+                .encode()
+            })
+        })
         .flatten();
-    Ok(Json(EventPage { events, next_cursor }))
+    Ok(Json(EventPage {
+        events,
+        next_cursor,
+    }))
 }
 
 /// One event by id (only within the caller's org).
 #[utoipa::path(get, path = "/api/events/{id}", tag = "events", params(("id" = String, Path, description = "Event id")),
     responses((status = 200, body = Event), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn get_one(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<Event>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::bad_request("bad_id", format!("'{id}' is not an event id")))?;
+pub async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Event>, ApiError> {
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| ApiError::bad_request("bad_id", format!("'{id}' is not an event id")))?;
     match state.store.get_event(caller.org(), id).await? {
         Some(event) => Ok(Json(event)),
         None => Err(ApiError::not_found("event")),
@@ -230,10 +287,18 @@ pub async fn export(
     let format = match params.format.as_deref() {
         None | Some("ndjson") | Some("json") => ExportFormat::Ndjson,
         Some("csv") => ExportFormat::Csv,
-        Some(other) => return Err(ApiError::bad_request("bad_query", format!("format must be csv or ndjson, got '{other}'"))),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                format!("format must be csv or ndjson, got '{other}'"),
+            ))
+        }
     };
     if params.limit.is_some() || params.cursor.is_some() {
-        return Err(ApiError::bad_request("bad_query", "export streams every matching event; limit and cursor do not apply"));
+        return Err(ApiError::bad_request(
+            "bad_query",
+            "export streams every matching event; limit and cursor do not apply",
+        ));
     }
     let mut query = params.to_query(&caller)?;
     query.limit = EXPORT_PAGE;
@@ -245,12 +310,18 @@ pub async fn export(
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
-fn export_stream(state: AppState, query: EventQuery, format: ExportFormat) -> impl Stream<Item = Result<String, std::io::Error>> {
+fn export_stream(
+    state: AppState,
+    query: EventQuery,
+    format: ExportFormat,
+) -> impl Stream<Item = Result<String, std::io::Error>> {
     let header = matches!(format, ExportFormat::Csv).then(|| CSV_HEADER.to_string());
     let pages = stream::try_unfold(Some(query), move |query| {
         let store = state.store.clone();
         async move {
-            let Some(mut query) = query else { return Ok(None) };
+            let Some(mut query) = query else {
+                return Ok(None);
+            };
             let events = store.query_events(&query).await.map_err(|e| {
                 tracing::error!(error = %e, "export failed mid-stream");
                 std::io::Error::other("export failed")
@@ -262,7 +333,9 @@ fn export_stream(state: AppState, query: EventQuery, format: ExportFormat) -> im
             for event in &events {
                 match format {
                     ExportFormat::Ndjson => {
-                        chunk.push_str(&serde_json::to_string(event).map_err(std::io::Error::other)?);
+                        chunk.push_str(
+                            &serde_json::to_string(event).map_err(std::io::Error::other)?,
+                        );
                         chunk.push('\n');
                     }
                     ExportFormat::Csv => push_csv_row(&mut chunk, event),
@@ -270,7 +343,10 @@ fn export_stream(state: AppState, query: EventQuery, format: ExportFormat) -> im
             }
             let next = (events.len() == query.limit).then(|| {
                 let last = &events[events.len() - 1];
-                query.after = Some(EventCursor { timestamp: last.timestamp, seq: last.seq });
+                query.after = Some(EventCursor {
+                    timestamp: last.timestamp,
+                    seq: last.seq,
+                });
                 query
             });
             Ok(Some((chunk, next)))
@@ -294,7 +370,10 @@ fn push_csv_row(out: &mut String, e: &Event) {
         opt(&e.resource_type),
         opt(&e.resource_id),
         e.data.get().to_string(),
-        e.metadata.as_ref().map(|m| m.get().to_string()).unwrap_or_default(),
+        e.metadata
+            .as_ref()
+            .map(|m| m.get().to_string())
+            .unwrap_or_default(),
     ];
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {

@@ -53,26 +53,42 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     require_admin(&caller)?;
-    validate_org_id(&body.org_id).map_err(|e| ApiError::bad_request("invalid_org", e.to_string()))?;
+    validate_org_id(&body.org_id)
+        .map_err(|e| ApiError::bad_request("invalid_org", e.to_string()))?;
     let name = body.name.trim();
     if name.is_empty() || name.len() > 128 {
-        return Err(ApiError::bad_request("invalid_name", "name must be 1-128 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            "name must be 1-128 characters",
+        ));
     }
     let created = auth::create_org_key(&state.store, &caller.key_id, &body.org_id, name).await?;
-    let response = CreatedKey { id: created.id, key: created.key, org_id: body.org_id, name: name.to_string() };
+    let response = CreatedKey {
+        id: created.id,
+        key: created.key,
+        org_id: body.org_id,
+        name: name.to_string(),
+    };
     Ok((StatusCode::CREATED, Json(response)))
 }
 
 /// Lists keys (hashes never leave the server): all of them for an admin, the org's own for an org key.
 #[utoipa::path(get, path = "/api/keys", tag = "keys", responses((status = 200, body = Vec<ApiKeyRecord>)), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<ApiKeyRecord>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<ApiKeyRecord>>, ApiError> {
     Ok(Json(state.store.list_api_keys(caller.org()).await?))
 }
 
 /// Revokes a key (admin only).
 #[utoipa::path(delete, path = "/api/keys/{id}", tag = "keys", params(("id" = String, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
-pub async fn remove(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     require_admin(&caller)?;
     let audit = AuditEntry {
         timestamp: Timestamp::now(),

@@ -172,7 +172,12 @@ pub fn validate_org_id(org: &str) -> Result<(), ValidationError> {
 
 impl NewEvent {
     /// A new event with the required fields; the optional ones are set with the builder methods.
-    pub fn new(event_type: EventType, org_id: impl Into<String>, source: Source, data: Box<RawValue>) -> Self {
+    pub fn new(
+        event_type: EventType,
+        org_id: impl Into<String>,
+        source: Source,
+        data: Box<RawValue>,
+    ) -> Self {
         NewEvent {
             event_type,
             org_id: org_id.into(),
@@ -205,7 +210,11 @@ impl NewEvent {
         self
     }
 
-    pub fn resource(mut self, resource_type: impl Into<String>, resource_id: Option<String>) -> Self {
+    pub fn resource(
+        mut self,
+        resource_type: impl Into<String>,
+        resource_id: Option<String>,
+    ) -> Self {
         self.resource_type = Some(resource_type.into());
         self.resource_id = resource_id;
         self
@@ -233,10 +242,14 @@ impl NewEvent {
         validate_org_id(&self.org_id)?;
         let category = self.event_type.category();
         if category == "hl7" && self.message_type.as_deref().is_none_or(str::is_empty) {
-            return Err(ValidationError::MissingMessageType(self.event_type.to_string()));
+            return Err(ValidationError::MissingMessageType(
+                self.event_type.to_string(),
+            ));
         }
         if category == "fhir" && self.resource_type.as_deref().is_none_or(str::is_empty) {
-            return Err(ValidationError::MissingResourceType(self.event_type.to_string()));
+            return Err(ValidationError::MissingResourceType(
+                self.event_type.to_string(),
+            ));
         }
         for (field, value) in [
             ("messageType", &self.message_type),
@@ -246,7 +259,10 @@ impl NewEvent {
             ("idempotencyKey", &self.idempotency_key),
         ] {
             if value.as_ref().is_some_and(|v| v.len() > MAX_SHORT_FIELD) {
-                return Err(ValidationError::FieldTooLong { field, limit: MAX_SHORT_FIELD });
+                return Err(ValidationError::FieldTooLong {
+                    field,
+                    limit: MAX_SHORT_FIELD,
+                });
             }
         }
         if let Some(meta) = &self.metadata {
@@ -256,7 +272,10 @@ impl NewEvent {
         }
         let size = self.size();
         if size > max_bytes {
-            return Err(ValidationError::TooLarge { size, limit: max_bytes });
+            return Err(ValidationError::TooLarge {
+                size,
+                limit: max_bytes,
+            });
         }
         Ok(())
     }
@@ -266,8 +285,14 @@ impl NewEvent {
 pub fn summary(event: &Event) -> String {
     let resource = event.resource_type.as_deref().unwrap_or("resource");
     match event.event_type.as_str() {
-        "hl7.received" => format!("HL7 {} message received", event.message_type.as_deref().unwrap_or("")),
-        "hl7.sent" => format!("HL7 {} message sent", event.message_type.as_deref().unwrap_or("")),
+        "hl7.received" => format!(
+            "HL7 {} message received",
+            event.message_type.as_deref().unwrap_or("")
+        ),
+        "hl7.sent" => format!(
+            "HL7 {} message sent",
+            event.message_type.as_deref().unwrap_or("")
+        ),
         "fhir.created" => format!("{resource} created"),
         "fhir.updated" => format!("{resource} updated"),
         "fhir.deleted" => format!("{resource} deleted"),
@@ -301,28 +326,45 @@ mod tests {
     }
 
     fn event(kind: &str) -> NewEvent {
-        NewEvent::new(EventType::parse(kind).expect("type"), "org-1", Source::Api, raw("{}"))
+        NewEvent::new(
+            EventType::parse(kind).expect("type"),
+            "org-1",
+            Source::Api,
+            raw("{}"),
+        )
     }
 
     #[test]
     fn hl7_events_need_a_message_type() {
         let e = event("hl7.received");
-        assert_eq!(e.validate(1024), Err(ValidationError::MissingMessageType("hl7.received".into())));
+        assert_eq!(
+            e.validate(1024),
+            Err(ValidationError::MissingMessageType("hl7.received".into()))
+        );
         assert!(e.message("ADT^A01", None).validate(1024).is_ok());
     }
 
     #[test]
     fn fhir_events_need_a_resource_type() {
         let e = event("fhir.created");
-        assert!(matches!(e.validate(1024), Err(ValidationError::MissingResourceType(_))));
-        assert!(e.resource("Patient", Some("1".into())).validate(1024).is_ok());
+        assert!(matches!(
+            e.validate(1024),
+            Err(ValidationError::MissingResourceType(_))
+        ));
+        assert!(e
+            .resource("Patient", Some("1".into()))
+            .validate(1024)
+            .is_ok());
     }
 
     #[test]
     fn size_limit_is_enforced() {
         let mut e = event("custom.big");
         e.data = raw(&format!("\"{}\"", "x".repeat(2000)));
-        assert!(matches!(e.validate(1024), Err(ValidationError::TooLarge { limit: 1024, .. })));
+        assert!(matches!(
+            e.validate(1024),
+            Err(ValidationError::TooLarge { limit: 1024, .. })
+        ));
     }
 
     #[test]
@@ -336,13 +378,23 @@ mod tests {
     fn timestamps_render_as_rfc3339_utc() {
         let ts = Timestamp(1_673_778_600_123_456);
         assert_eq!(ts.to_rfc3339(), "2023-01-15T10:30:00.123456Z");
-        assert_eq!(Timestamp::parse_rfc3339("2023-01-15T10:30:00.123456Z"), Some(ts));
-        assert_eq!(Timestamp::parse_rfc3339("2023-01-15T11:30:00.123456+01:00"), Some(ts));
+        assert_eq!(
+            Timestamp::parse_rfc3339("2023-01-15T10:30:00.123456Z"),
+            Some(ts)
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2023-01-15T11:30:00.123456+01:00"),
+            Some(ts)
+        );
     }
 
     #[test]
     fn summaries_carry_no_data() {
-        let mut e = Event::from_new(event("fhir.created").resource("Patient", None), Uuid::now_v7(), Timestamp(0));
+        let mut e = Event::from_new(
+            event("fhir.created").resource("Patient", None),
+            Uuid::now_v7(),
+            Timestamp(0),
+        );
         assert_eq!(summary(&e), "Patient created");
         e.event_type = EventType::parse("hl7.received").expect("type");
         e.message_type = Some("ADT^A01".into());

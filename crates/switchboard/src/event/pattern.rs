@@ -35,21 +35,27 @@ impl Pattern {
                 "*" => Ok(Segment::One),
                 "**" => Ok(Segment::Any),
                 "" => Err(bad()),
-                lit if lit
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') =>
+                lit if lit.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                }) =>
                 {
                     Ok(Segment::Literal(lit.into()))
                 }
                 _ => Err(bad()),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Pattern { text: text.into(), segments })
+        Ok(Pattern {
+            text: text.into(),
+            segments,
+        })
     }
 
     /// A pattern that matches every event.
     pub fn all() -> Self {
-        Pattern { text: "**".into(), segments: vec![Segment::Any] }
+        Pattern {
+            text: "**".into(),
+            segments: vec![Segment::Any],
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -58,7 +64,9 @@ impl Pattern {
 
     /// True when the pattern has no wildcard, so it names exactly one type.
     pub fn is_exact(&self) -> bool {
-        self.segments.iter().all(|s| matches!(s, Segment::Literal(_)))
+        self.segments
+            .iter()
+            .all(|s| matches!(s, Segment::Literal(_)))
     }
 
     /// Matches without allocating: this runs for every event and every listener.

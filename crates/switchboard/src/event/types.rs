@@ -46,7 +46,9 @@ impl EventType {
             return Err(EventTypeError::Unknown(name.to_string()));
         };
         let segment_ok = |s: &str| {
-            s.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            s.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
                 && s.bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         };
@@ -129,10 +131,22 @@ mod tests {
 
     #[test]
     fn unknown_and_bad_custom_types_are_refused() {
-        assert!(matches!(EventType::parse("hl7.unknown"), Err(EventTypeError::Unknown(_))));
-        assert!(matches!(EventType::parse("custom."), Err(EventTypeError::BadCustomName(_))));
-        assert!(matches!(EventType::parse("custom.Lab"), Err(EventTypeError::BadCustomName(_))));
-        assert!(matches!(EventType::parse("custom.lab..x"), Err(EventTypeError::BadCustomName(_))));
+        assert!(matches!(
+            EventType::parse("hl7.unknown"),
+            Err(EventTypeError::Unknown(_))
+        ));
+        assert!(matches!(
+            EventType::parse("custom."),
+            Err(EventTypeError::BadCustomName(_))
+        ));
+        assert!(matches!(
+            EventType::parse("custom.Lab"),
+            Err(EventTypeError::BadCustomName(_))
+        ));
+        assert!(matches!(
+            EventType::parse("custom.lab..x"),
+            Err(EventTypeError::BadCustomName(_))
+        ));
         assert!(EventType::parse("custom.lab.critical").is_ok());
         assert!(EventType::parse("custom.appointment.created").is_ok());
     }

@@ -40,7 +40,11 @@ pub trait DurableHandler: Send + Sync + 'static {
 }
 
 /// Starts a runner for `handler` that stops when `shutdown` is cancelled (after the batch in hand).
-pub fn spawn_durable(hub: &Hub, handler: Arc<dyn DurableHandler>, shutdown: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_durable(
+    hub: &Hub,
+    handler: Arc<dyn DurableHandler>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
     let runner = Runner {
         batches: hub.batches(),
         hub: hub.clone(),
@@ -120,7 +124,9 @@ impl Runner {
     async fn catch_up(&mut self) -> anyhow::Result<()> {
         loop {
             let page = self.hub.store().events_after(self.cursor, PAGE).await?;
-            let Some(last) = page.last().map(|e| e.seq) else { return Ok(()) };
+            let Some(last) = page.last().map(|e| e.seq) else {
+                return Ok(());
+            };
             let events: Vec<Arc<Event>> = page.into_iter().map(Arc::new).collect();
             if !self.deliver(&events, last).await {
                 return Ok(());
@@ -180,7 +186,12 @@ impl Runner {
             } else {
                 match self.handler.handle(&matching, through).await {
                     Ok(()) if self.handler.saves_cursor() => Ok(()),
-                    Ok(()) => self.hub.store().save_cursor(&name, through).await.map_err(anyhow::Error::from),
+                    Ok(()) => self
+                        .hub
+                        .store()
+                        .save_cursor(&name, through)
+                        .await
+                        .map_err(anyhow::Error::from),
                     Err(err) => Err(err),
                 }
             };

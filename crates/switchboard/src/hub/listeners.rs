@@ -27,7 +27,11 @@ pub struct ListenerSpec {
 
 impl ListenerSpec {
     pub fn new(name: impl Into<String>, patterns: Vec<Pattern>) -> Self {
-        ListenerSpec { name: name.into(), patterns, ..Default::default() }
+        ListenerSpec {
+            name: name.into(),
+            patterns,
+            ..Default::default()
+        }
     }
 }
 
@@ -75,19 +79,33 @@ impl Registry {
             next.push(Arc::clone(&entry));
             next
         });
-        Listener { id, receiver, registry: Arc::clone(registry) }
+        Listener {
+            id,
+            receiver,
+            registry: Arc::clone(registry),
+        }
     }
 
     fn remove(&self, id: u64) {
-        self.entries.rcu(|entries| entries.iter().filter(|e| e.id != id).cloned().collect::<Vec<_>>());
+        self.entries.rcu(|entries| {
+            entries
+                .iter()
+                .filter(|e| e.id != id)
+                .cloned()
+                .collect::<Vec<_>>()
+        });
     }
 
     fn offer(&self, event: &Arc<Event>) {
         for entry in self.entries.load().iter() {
-            if !any_matches(&entry.spec.patterns, event.event_type.as_str()) || !entry.spec.filter.matches(event) {
+            if !any_matches(&entry.spec.patterns, event.event_type.as_str())
+                || !entry.spec.filter.matches(event)
+            {
                 continue;
             }
-            if let Err(mpsc::error::TrySendError::Full(_)) = entry.sender.try_send(Arc::clone(event)) {
+            if let Err(mpsc::error::TrySendError::Full(_)) =
+                entry.sender.try_send(Arc::clone(event))
+            {
                 metrics::counter!("switchboard_listener_dropped_total", "listener" => entry.spec.name.clone())
                     .increment(1);
             }
@@ -137,7 +155,10 @@ pub(super) async fn dispatch(
             Ok(batch) => batch.events.iter().for_each(|event| registry.offer(event)),
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 metrics::counter!("switchboard_dispatch_lagged_batches_total").increment(missed);
-                tracing::warn!(missed, "listener dispatcher fell behind; live listeners missed batches");
+                tracing::warn!(
+                    missed,
+                    "listener dispatcher fell behind; live listeners missed batches"
+                );
             }
             Err(broadcast::error::RecvError::Closed) => break,
         }

@@ -124,7 +124,11 @@ impl Hub {
             done: writer_done.clone(),
         };
         let writer_task = tokio::spawn(writer.run());
-        let dispatcher = tokio::spawn(listeners::dispatch(batches.subscribe(), Arc::clone(&registry), writer_done));
+        let dispatcher = tokio::spawn(listeners::dispatch(
+            batches.subscribe(),
+            Arc::clone(&registry),
+            writer_done,
+        ));
         Ok(Hub {
             inner: Arc::new(Inner {
                 queue,
@@ -160,13 +164,23 @@ impl Hub {
 
     /// Registers an in-process listener; dropping the returned [`Listener`] unsubscribes it.
     pub fn subscribe(&self, spec: ListenerSpec) -> Listener {
-        let capacity = if spec.capacity == 0 { self.inner.config.listener_queue_capacity } else { spec.capacity };
+        let capacity = if spec.capacity == 0 {
+            self.inner.config.listener_queue_capacity
+        } else {
+            spec.capacity
+        };
         listeners::Registry::add(&self.inner.registry, spec, capacity)
     }
 
     /// Resolves with the first matching event committed after this call.
-    pub fn once(&self, spec: ListenerSpec) -> impl std::future::Future<Output = Option<Arc<Event>>> + Send {
-        let mut listener = self.subscribe(ListenerSpec { capacity: 1, ..spec });
+    pub fn once(
+        &self,
+        spec: ListenerSpec,
+    ) -> impl std::future::Future<Output = Option<Arc<Event>>> + Send {
+        let mut listener = self.subscribe(ListenerSpec {
+            capacity: 1,
+            ..spec
+        });
         async move { listener.recv().await }
     }
 

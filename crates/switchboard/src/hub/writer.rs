@@ -93,7 +93,10 @@ impl Writer {
                     let _ = reply.send(Ok(Emitted { event, duplicate }));
                 }
                 if !published.is_empty() {
-                    let _ = self.batches.send(Arc::new(CommittedBatch { prev_head, events: published }));
+                    let _ = self.batches.send(Arc::new(CommittedBatch {
+                        prev_head,
+                        events: published,
+                    }));
                 }
             }
             Err(err) => {

@@ -34,7 +34,11 @@ impl DurableHandler for AuditLogger {
             .iter()
             .map(|e| AuditEntry {
                 timestamp: e.timestamp,
-                actor: Some(e.actor.clone().unwrap_or_else(|| e.source.as_str().to_string())),
+                actor: Some(
+                    e.actor
+                        .clone()
+                        .unwrap_or_else(|| e.source.as_str().to_string()),
+                ),
                 org_id: Some(e.org_id.clone()),
                 action: "event.emit".into(),
                 target: e.id.to_string(),
@@ -42,7 +46,9 @@ impl DurableHandler for AuditLogger {
                 detail: Some(e.event_type.to_string()),
             })
             .collect();
-        self.store.record_audit(rows, Some((Self::NAME.to_string(), through))).await?;
+        self.store
+            .record_audit(rows, Some((Self::NAME.to_string(), through)))
+            .await?;
         Ok(())
     }
 }

@@ -30,7 +30,8 @@ impl DurableHandler for MetricsCollector {
         }
         if let Some(last) = events.last() {
             let age = crate::event::Timestamp::now().0 - last.timestamp.0;
-            metrics::histogram!("switchboard_listener_delay_seconds", "listener" => Self::NAME).record(age as f64 / 1e6);
+            metrics::histogram!("switchboard_listener_delay_seconds", "listener" => Self::NAME)
+                .record(age as f64 / 1e6);
         }
         Ok(())
     }

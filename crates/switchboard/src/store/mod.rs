@@ -82,12 +82,21 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self, org_id: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>>;
 
     /// Deletes a key, scoped to an org when given; `NotFound` if no such key is visible.
-    async fn delete_api_key(&self, id: &str, org_id: Option<&str>, audit: &AuditEntry) -> StoreResult<()>;
+    async fn delete_api_key(
+        &self,
+        id: &str,
+        org_id: Option<&str>,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
 
     async fn any_admin_key(&self) -> StoreResult<bool>;
 
     /// Writes audit rows and, in the same transaction, the cursor of the listener that produced them.
-    async fn record_audit(&self, entries: Vec<AuditEntry>, cursor: Option<(String, i64)>) -> StoreResult<()>;
+    async fn record_audit(
+        &self,
+        entries: Vec<AuditEntry>,
+        cursor: Option<(String, i64)>,
+    ) -> StoreResult<()>;
 
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
 

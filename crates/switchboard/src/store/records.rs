@@ -18,7 +18,10 @@ impl EventCursor {
 
     pub fn decode(text: &str) -> Option<Self> {
         let (seq, ts) = text.split_once('-')?;
-        Some(EventCursor { seq: seq.parse().ok()?, timestamp: Timestamp(ts.parse().ok()?) })
+        Some(EventCursor {
+            seq: seq.parse().ok()?,
+            timestamp: Timestamp(ts.parse().ok()?),
+        })
     }
 }
 

@@ -34,11 +34,22 @@ fn decode_key(row: &Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     })
 }
 
-pub(super) fn insert_key(conn: &mut Connection, key: &ApiKeyRecord, audit: &AuditEntry) -> StoreResult<()> {
+pub(super) fn insert_key(
+    conn: &mut Connection,
+    key: &ApiKeyRecord,
+    audit: &AuditEntry,
+) -> StoreResult<()> {
     let tx = conn.transaction()?;
     tx.execute(
         &format!("INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-        params![key.id, key.org_id, key.name, key.key_hash, key.prefix, key.created_at.0],
+        params![
+            key.id,
+            key.org_id,
+            key.name,
+            key.key_hash,
+            key.prefix,
+            key.created_at.0
+        ],
     )?;
     insert_audit(&tx, audit)?;
     tx.commit()?;
@@ -51,14 +62,23 @@ pub(super) fn upsert_key(conn: &Connection, key: &ApiKeyRecord) -> StoreResult<(
             "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
              ON CONFLICT (id) DO UPDATE SET key_hash = excluded.key_hash, prefix = excluded.prefix"
         ),
-        params![key.id, key.org_id, key.name, key.key_hash, key.prefix, key.created_at.0],
+        params![
+            key.id,
+            key.org_id,
+            key.name,
+            key.key_hash,
+            key.prefix,
+            key.created_at.0
+        ],
     )?;
     Ok(())
 }
 
 pub(super) fn find_key(conn: &Connection, hash: &[u8]) -> StoreResult<Option<ApiKeyRecord>> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1"
+        ))?
         .query_row([hash], decode_key)
         .optional()?)
 }
@@ -78,7 +98,10 @@ pub(super) fn delete_key(
     audit: &AuditEntry,
 ) -> StoreResult<()> {
     let tx = conn.transaction()?;
-    let deleted = tx.execute("DELETE FROM api_keys WHERE id = ?1 AND (?2 IS NULL OR org_id = ?2)", params![id, org_id])?;
+    let deleted = tx.execute(
+        "DELETE FROM api_keys WHERE id = ?1 AND (?2 IS NULL OR org_id = ?2)",
+        params![id, org_id],
+    )?;
     if deleted == 0 {
         return Err(StoreError::NotFound);
     }
@@ -88,7 +111,11 @@ pub(super) fn delete_key(
 }
 
 pub(super) fn any_admin_key(conn: &Connection) -> StoreResult<bool> {
-    Ok(conn.query_row("SELECT EXISTS (SELECT 1 FROM api_keys WHERE org_id IS NULL)", [], |r| r.get(0))?)
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM api_keys WHERE org_id IS NULL)",
+        [],
+        |r| r.get(0),
+    )?)
 }
 
 fn insert_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
@@ -96,7 +123,15 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
         "INSERT INTO audit_log (ts, actor, org_id, action, target, outcome, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(params![e.timestamp.0, e.actor, e.org_id, e.action, e.target, e.outcome, e.detail])?;
+    .execute(params![
+        e.timestamp.0,
+        e.actor,
+        e.org_id,
+        e.action,
+        e.target,
+        e.outcome,
+        e.detail
+    ])?;
     Ok(())
 }
 
@@ -117,7 +152,9 @@ pub(super) fn record_audit(
 }
 
 pub(super) fn query_audit(conn: &Connection, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
-    let mut sql = String::from("SELECT ts, actor, org_id, action, target, outcome, detail FROM audit_log WHERE 1 = 1");
+    let mut sql = String::from(
+        "SELECT ts, actor, org_id, action, target, outcome, detail FROM audit_log WHERE 1 = 1",
+    );
     let mut args: Vec<Value> = Vec::new();
     let mut push = |sql: &mut String, clause: &str, value: Value| {
         args.push(value);
@@ -135,7 +172,11 @@ pub(super) fn query_audit(conn: &Connection, q: &AuditQuery) -> StoreResult<Vec<
     if let Some(to) = q.to {
         push(&mut sql, " AND ts <", Value::Integer(to.0));
     }
-    push(&mut sql, " ORDER BY ts DESC, id DESC LIMIT", Value::Integer(q.limit as i64));
+    push(
+        &mut sql,
+        " ORDER BY ts DESC, id DESC LIMIT",
+        Value::Integer(q.limit as i64),
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
         Ok(AuditEntry {

@@ -37,7 +37,11 @@ pub(super) fn append(conn: &mut Connection, mut batch: Vec<Event>) -> StoreResul
             if inserted == 1 {
                 event.seq = tx.last_insert_rowid();
             } else {
-                *event = first_with_idempotency_key(&tx, &event.org_id, event.idempotency_key.as_deref())?;
+                *event = first_with_idempotency_key(
+                    &tx,
+                    &event.org_id,
+                    event.idempotency_key.as_deref(),
+                )?;
             }
         }
     }
@@ -45,9 +49,16 @@ pub(super) fn append(conn: &mut Connection, mut batch: Vec<Event>) -> StoreResul
     Ok(batch)
 }
 
-fn first_with_idempotency_key(conn: &Connection, org_id: &str, key: Option<&str>) -> StoreResult<Event> {
+fn first_with_idempotency_key(
+    conn: &Connection,
+    org_id: &str,
+    key: Option<&str>,
+) -> StoreResult<Event> {
     let sql = format!("SELECT {COLUMNS} FROM events WHERE org_id = ?1 AND idempotency_key = ?2");
-    let found = conn.prepare_cached(&sql)?.query_row(params![org_id, key], decode_row).optional()?;
+    let found = conn
+        .prepare_cached(&sql)?
+        .query_row(params![org_id, key], decode_row)
+        .optional()?;
     found.ok_or_else(|| StoreError::Conflict("event rejected by a uniqueness constraint".into()))
 }
 
@@ -58,7 +69,11 @@ pub(super) fn head(conn: &Connection) -> StoreResult<(i64, Timestamp)> {
         .optional()?;
     // The log may be empty because retention purged it: seq must still continue from the high-water mark.
     let high_water: i64 = conn
-        .query_row("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'events'",
+            [],
+            |r| r.get(0),
+        )
         .optional()?
         .unwrap_or(0);
     Ok(match row {
@@ -104,16 +119,28 @@ pub(super) fn query(conn: &Connection, q: &EventQuery) -> StoreResult<Vec<Event>
         ("message_type", &q.message_type),
     ] {
         if let Some(value) = value {
-            push(&mut sql, &format!(" AND {field} = ?"), Value::Text(value.clone()));
+            push(
+                &mut sql,
+                &format!(" AND {field} = ?"),
+                Value::Text(value.clone()),
+            );
         }
     }
     if let Some(source) = q.source {
-        push(&mut sql, " AND source = ?", Value::Text(source.as_str().into()));
+        push(
+            &mut sql,
+            " AND source = ?",
+            Value::Text(source.as_str().into()),
+        );
     }
     if !q.event_types.is_empty() {
         sql.push_str(" AND (0");
         for pattern in &q.event_types {
-            let clause = if pattern.is_exact() { " OR event_type = ?" } else { " OR event_type_matches(?, event_type)" };
+            let clause = if pattern.is_exact() {
+                " OR event_type = ?"
+            } else {
+                " OR event_type_matches(?, event_type)"
+            };
             push(&mut sql, clause, Value::Text(pattern.as_str().into()));
         }
         sql.push(')');
@@ -122,14 +149,30 @@ pub(super) fn query(conn: &Connection, q: &EventQuery) -> StoreResult<Vec<Event>
     if let Some(cursor) = q.after {
         let op = if q.order == Order::Desc { "<" } else { ">" };
         if by_time {
-            push(&mut sql, &format!(" AND ts {op}= ?"), Value::Integer(cursor.timestamp.0));
-            push(&mut sql, &format!(" AND (ts, seq) {op} (?"), Value::Integer(cursor.timestamp.0));
+            push(
+                &mut sql,
+                &format!(" AND ts {op}= ?"),
+                Value::Integer(cursor.timestamp.0),
+            );
+            push(
+                &mut sql,
+                &format!(" AND (ts, seq) {op} (?"),
+                Value::Integer(cursor.timestamp.0),
+            );
             push(&mut sql, ", ?)", Value::Integer(cursor.seq));
         } else {
-            push(&mut sql, &format!(" AND seq {op} ?"), Value::Integer(cursor.seq));
+            push(
+                &mut sql,
+                &format!(" AND seq {op} ?"),
+                Value::Integer(cursor.seq),
+            );
         }
     }
-    let dir = if q.order == Order::Desc { "DESC" } else { "ASC" };
+    let dir = if q.order == Order::Desc {
+        "DESC"
+    } else {
+        "ASC"
+    };
     // Timestamps never decrease along seq, so both orders are the same; each names the index that serves it.
     if by_time {
         sql.push_str(&format!(" ORDER BY ts {dir}, seq {dir}"));
@@ -142,12 +185,18 @@ pub(super) fn query(conn: &Connection, q: &EventQuery) -> StoreResult<Vec<Event>
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub(super) fn purge_before(conn: &mut Connection, cutoff: Timestamp, limit: usize) -> StoreResult<u64> {
+pub(super) fn purge_before(
+    conn: &mut Connection,
+    cutoff: Timestamp,
+    limit: usize,
+) -> StoreResult<u64> {
     let oldest: Option<(i64, i64)> = conn
         .prepare_cached("SELECT seq, ts FROM events ORDER BY seq LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some((first_seq, first_ts)) = oldest else { return Ok(0) };
+    let Some((first_seq, first_ts)) = oldest else {
+        return Ok(0);
+    };
     if first_ts >= cutoff.0 {
         return Ok(0);
     }
@@ -159,7 +208,11 @@ pub(super) fn purge_before(conn: &mut Connection, cutoff: Timestamp, limit: usiz
 
 fn decode_row(row: &Row<'_>) -> rusqlite::Result<Event> {
     let bad = |idx: usize, what: &str| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, what.to_string().into())
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            what.to_string().into(),
+        )
     };
     let id_bytes: Vec<u8> = row.get(1)?;
     let id = Uuid::from_slice(&id_bytes).map_err(|_| bad(1, "bad event id"))?;

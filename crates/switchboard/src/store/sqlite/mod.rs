@@ -29,8 +29,9 @@ impl SqliteStore {
         let path = PathBuf::from(path);
         let opened = tokio::task::spawn_blocking(move || -> StoreResult<SqliteStore> {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Database(format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
             let mut writer = open_connection(&path)?;
             writer.pragma_update(None, "journal_mode", "WAL")?;
@@ -54,7 +55,9 @@ impl SqliteStore {
     {
         let writer = Arc::clone(&self.writer);
         tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock().map_err(|_| StoreError::Database("writer lock poisoned".into()))?;
+            let mut conn = writer
+                .lock()
+                .map_err(|_| StoreError::Database("writer lock poisoned".into()))?;
             f(&mut conn)
         })
         .await
@@ -93,7 +96,9 @@ fn join_error(err: tokio::task::JoinError) -> StoreError {
 }
 
 fn open_connection(path: &Path) -> StoreResult<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
@@ -111,11 +116,15 @@ fn register_functions(conn: &Connection) -> StoreResult<()> {
         2,
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         |ctx| {
-            let pattern = ctx.get_or_create_aux(0, |value| -> Result<Option<Pattern>, rusqlite::Error> {
-                Ok(value.as_str().ok().and_then(|p| Pattern::parse(p).ok()))
-            })?;
+            let pattern =
+                ctx.get_or_create_aux(0, |value| -> Result<Option<Pattern>, rusqlite::Error> {
+                    Ok(value.as_str().ok().and_then(|p| Pattern::parse(p).ok()))
+                })?;
             let event_type = ctx.get_raw(1).as_str().unwrap_or("");
-            Ok(pattern.as_ref().as_ref().is_some_and(|p| p.matches(event_type)))
+            Ok(pattern
+                .as_ref()
+                .as_ref()
+                .is_some_and(|p| p.matches(event_type)))
         },
     )?;
     Ok(())
@@ -125,8 +134,11 @@ fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
-    let current: i64 =
-        conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| row.get(0))?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |row| row.get(0),
+    )?;
     for (version, sql) in migrations::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)
@@ -143,7 +155,10 @@ fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
 
 #[async_trait::async_trait]
 impl super::Store for SqliteStore {
-    async fn append(&self, batch: Vec<crate::event::Event>) -> StoreResult<Vec<crate::event::Event>> {
+    async fn append(
+        &self,
+        batch: Vec<crate::event::Event>,
+    ) -> StoreResult<Vec<crate::event::Event>> {
         self.write(move |conn| events::append(conn, batch)).await
     }
 
@@ -151,22 +166,40 @@ impl super::Store for SqliteStore {
         self.read(events::head).await
     }
 
-    async fn events_after(&self, after: i64, limit: usize) -> StoreResult<Vec<crate::event::Event>> {
-        self.read(move |conn| events::events_after(conn, after, limit)).await
+    async fn events_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::event::Event>> {
+        self.read(move |conn| events::events_after(conn, after, limit))
+            .await
     }
 
-    async fn get_event(&self, org_id: Option<&str>, id: uuid::Uuid) -> StoreResult<Option<crate::event::Event>> {
+    async fn get_event(
+        &self,
+        org_id: Option<&str>,
+        id: uuid::Uuid,
+    ) -> StoreResult<Option<crate::event::Event>> {
         let org = org_id.map(str::to_owned);
-        self.read(move |conn| events::get(conn, org.as_deref(), id)).await
+        self.read(move |conn| events::get(conn, org.as_deref(), id))
+            .await
     }
 
-    async fn query_events(&self, query: &super::EventQuery) -> StoreResult<Vec<crate::event::Event>> {
+    async fn query_events(
+        &self,
+        query: &super::EventQuery,
+    ) -> StoreResult<Vec<crate::event::Event>> {
         let query = query.clone();
         self.read(move |conn| events::query(conn, &query)).await
     }
 
-    async fn purge_events_before(&self, cutoff: crate::event::Timestamp, limit: usize) -> StoreResult<u64> {
-        self.write(move |conn| events::purge_before(conn, cutoff, limit)).await
+    async fn purge_events_before(
+        &self,
+        cutoff: crate::event::Timestamp,
+        limit: usize,
+    ) -> StoreResult<u64> {
+        self.write(move |conn| events::purge_before(conn, cutoff, limit))
+            .await
     }
 
     async fn load_cursor(&self, listener: &str) -> StoreResult<Option<i64>> {
@@ -176,12 +209,18 @@ impl super::Store for SqliteStore {
 
     async fn save_cursor(&self, listener: &str, seq: i64) -> StoreResult<()> {
         let name = listener.to_owned();
-        self.write(move |conn| admin::save_cursor(conn, &name, seq)).await
+        self.write(move |conn| admin::save_cursor(conn, &name, seq))
+            .await
     }
 
-    async fn insert_api_key(&self, key: &super::ApiKeyRecord, audit: &super::AuditEntry) -> StoreResult<()> {
+    async fn insert_api_key(
+        &self,
+        key: &super::ApiKeyRecord,
+        audit: &super::AuditEntry,
+    ) -> StoreResult<()> {
         let (key, audit) = (key.clone(), audit.clone());
-        self.write(move |conn| admin::insert_key(conn, &key, &audit)).await
+        self.write(move |conn| admin::insert_key(conn, &key, &audit))
+            .await
     }
 
     async fn upsert_api_key(&self, key: &super::ApiKeyRecord) -> StoreResult<()> {
@@ -196,31 +235,48 @@ impl super::Store for SqliteStore {
 
     async fn list_api_keys(&self, org_id: Option<&str>) -> StoreResult<Vec<super::ApiKeyRecord>> {
         let org = org_id.map(str::to_owned);
-        self.read(move |conn| admin::list_keys(conn, org.as_deref())).await
+        self.read(move |conn| admin::list_keys(conn, org.as_deref()))
+            .await
     }
 
-    async fn delete_api_key(&self, id: &str, org_id: Option<&str>, audit: &super::AuditEntry) -> StoreResult<()> {
+    async fn delete_api_key(
+        &self,
+        id: &str,
+        org_id: Option<&str>,
+        audit: &super::AuditEntry,
+    ) -> StoreResult<()> {
         let (id, org, audit) = (id.to_owned(), org_id.map(str::to_owned), audit.clone());
-        self.write(move |conn| admin::delete_key(conn, &id, org.as_deref(), &audit)).await
+        self.write(move |conn| admin::delete_key(conn, &id, org.as_deref(), &audit))
+            .await
     }
 
     async fn any_admin_key(&self) -> StoreResult<bool> {
         self.read(admin::any_admin_key).await
     }
 
-    async fn record_audit(&self, entries: Vec<super::AuditEntry>, cursor: Option<(String, i64)>) -> StoreResult<()> {
+    async fn record_audit(
+        &self,
+        entries: Vec<super::AuditEntry>,
+        cursor: Option<(String, i64)>,
+    ) -> StoreResult<()> {
         self.write(move |conn| {
-            admin::record_audit(conn, &entries, cursor.as_ref().map(|(n, s)| (n.as_str(), *s)))
+            admin::record_audit(
+                conn,
+                &entries,
+                cursor.as_ref().map(|(n, s)| (n.as_str(), *s)),
+            )
         })
         .await
     }
 
     async fn query_audit(&self, query: &super::AuditQuery) -> StoreResult<Vec<super::AuditEntry>> {
         let query = query.clone();
-        self.read(move |conn| admin::query_audit(conn, &query)).await
+        self.read(move |conn| admin::query_audit(conn, &query))
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
 }

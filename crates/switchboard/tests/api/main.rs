@@ -1,0 +1,10 @@
+//! All integration tests, compiled into one binary (one link, shared helpers).
+
+mod events;
+mod helpers;
+mod hub;
+mod isolation;
+mod keys;
+mod kill;
+mod openapi;
+mod store_conformance;

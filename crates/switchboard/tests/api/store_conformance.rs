@@ -1,0 +1,392 @@
+//! The storage conformance suite: one story every backend must pass. Each test opens a fresh store from
+//! `helpers::test_database_url`, so the same tests run against whichever backend that selects.
+
+use serde_json::value::RawValue;
+use switchboard::event::{Event, EventType, Pattern, Source, Timestamp};
+use switchboard::store::{
+    self, ApiKeyRecord, AuditEntry, AuditQuery, DynStore, EventCursor, EventQuery, Order,
+    StoreError,
+};
+use uuid::Uuid;
+
+async fn fresh() -> (DynStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store::open(&crate::helpers::test_database_url(&dir))
+        .await
+        .expect("open store");
+    (store, dir)
+}
+
+fn ev(kind: &str, org: &str, ts: i64) -> Event {
+    let mut e = Event {
+        id: Uuid::now_v7(),
+        seq: 0,
+        spec_version: "1.0",
+        event_type: EventType::parse(kind).expect("type"),
+        timestamp: Timestamp(ts),
+        org_id: org.into(),
+        source: Source::Api,
+        message_type: None,
+        message_control_id: None,
+        resource_type: None,
+        resource_id: None,
+        data: RawValue::from_string(format!("{{\"ts\":{ts}}}")).expect("raw"),
+        metadata: None,
+        actor: Some("tester".into()),
+        idempotency_key: None,
+    };
+    if kind.starts_with("fhir.") {
+        e.resource_type = Some("Patient".into());
+        e.resource_id = Some(format!("p{}", ts % 3));
+    }
+    e
+}
+
+#[tokio::test]
+async fn append_assigns_increasing_seq_and_round_trips_every_field() {
+    let (store, _dir) = fresh().await;
+    assert_eq!(store.head().await.expect("head").0, 0);
+    let mut first = ev("fhir.created", "org-a", 1_000);
+    first.metadata = Some(RawValue::from_string("{\"m\":true}".into()).expect("raw"));
+    first.message_control_id = Some("ctl".into());
+    let stored = store
+        .append(vec![first.clone(), ev("custom.x", "org-a", 1_000)])
+        .await
+        .expect("append");
+    assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    let more = store
+        .append(vec![ev("custom.x", "org-b", 2_000)])
+        .await
+        .expect("append");
+    assert_eq!(more[0].seq, 3);
+    assert_eq!(store.head().await.expect("head"), (3, Timestamp(2_000)));
+    let got = store
+        .get_event(Some("org-a"), first.id)
+        .await
+        .expect("get")
+        .expect("found");
+    assert_eq!(got.seq, 1);
+    assert_eq!(got.data.get(), first.data.get());
+    assert_eq!(got.metadata.as_ref().map(|m| m.get()), Some("{\"m\":true}"));
+    assert_eq!(got.resource_id, first.resource_id);
+    assert_eq!(got.message_control_id.as_deref(), Some("ctl"));
+    assert_eq!(got.actor.as_deref(), Some("tester"));
+    assert!(
+        store
+            .get_event(Some("org-b"), first.id)
+            .await
+            .expect("get")
+            .is_none(),
+        "scoped by org"
+    );
+    assert!(store
+        .get_event(None, first.id)
+        .await
+        .expect("get")
+        .is_some());
+    let after = store.events_after(1, 10).await.expect("after");
+    assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+}
+
+#[tokio::test]
+async fn idempotency_keys_store_once_per_org() {
+    let (store, _dir) = fresh().await;
+    let mut a = ev("custom.x", "org-a", 1);
+    a.idempotency_key = Some("k1".into());
+    let mut again = ev("custom.x", "org-a", 2);
+    again.idempotency_key = Some("k1".into());
+    let mut other_org = ev("custom.x", "org-b", 3);
+    other_org.idempotency_key = Some("k1".into());
+    let stored = store
+        .append(vec![a.clone(), again, other_org])
+        .await
+        .expect("append");
+    assert_eq!(stored[0].id, a.id);
+    assert_eq!(stored[1].id, a.id, "the repeat resolves to the first event");
+    assert_eq!(stored[1].seq, stored[0].seq);
+    assert_ne!(stored[2].id, a.id);
+    let mut later = ev("custom.x", "org-a", 4);
+    later.idempotency_key = Some("k1".into());
+    let stored = store.append(vec![later]).await.expect("append");
+    assert_eq!(stored[0].id, a.id);
+    assert_eq!(store.events_after(0, 10).await.expect("after").len(), 2);
+}
+
+#[tokio::test]
+async fn queries_filter_order_and_page() {
+    let (store, _dir) = fresh().await;
+    let mut batch = Vec::new();
+    for i in 0..30 {
+        let kind = ["fhir.created", "custom.a.b", "custom.c"][i % 3];
+        let org = if i % 5 == 0 { "org-b" } else { "org-a" };
+        batch.push(ev(kind, org, 1_000 + i as i64));
+    }
+    store.append(batch).await.expect("append");
+    let base = EventQuery {
+        org_id: Some("org-a".into()),
+        limit: 100,
+        ..Default::default()
+    };
+    let all = store.query_events(&base).await.expect("query");
+    assert_eq!(all.len(), 24);
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+    let asc = store
+        .query_events(&EventQuery {
+            order: Order::Asc,
+            ..base.clone()
+        })
+        .await
+        .expect("query");
+    assert!(asc.windows(2).all(|w| w[0].seq < w[1].seq));
+    let custom = store
+        .query_events(&EventQuery {
+            event_types: vec![Pattern::parse("custom.**").expect("p")],
+            ..base.clone()
+        })
+        .await
+        .expect("query");
+    assert!(custom
+        .iter()
+        .all(|e| e.event_type.as_str().starts_with("custom.")));
+    assert_eq!(custom.len(), 16);
+    let one_segment = store
+        .query_events(&EventQuery {
+            event_types: vec![Pattern::parse("custom.*").expect("p")],
+            ..base.clone()
+        })
+        .await
+        .expect("query");
+    assert!(one_segment
+        .iter()
+        .all(|e| e.event_type.as_str() == "custom.c"));
+    let ranged = store
+        .query_events(&EventQuery {
+            from: Some(Timestamp(1_010)),
+            to: Some(Timestamp(1_020)),
+            ..base.clone()
+        })
+        .await
+        .expect("query");
+    assert!(ranged
+        .iter()
+        .all(|e| (1_010..1_020).contains(&e.timestamp.0)));
+    assert_eq!(ranged.len(), 8);
+    let resource = store
+        .query_events(&EventQuery {
+            resource_type: Some("Patient".into()),
+            resource_id: Some("p1".into()),
+            ..base.clone()
+        })
+        .await
+        .expect("query");
+    assert!(
+        !resource.is_empty()
+            && resource
+                .iter()
+                .all(|e| e.resource_id.as_deref() == Some("p1"))
+    );
+
+    for order in [Order::Desc, Order::Asc] {
+        for org in [Some("org-a".to_string()), None] {
+            let mut walked = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .query_events(&EventQuery {
+                        org_id: org.clone(),
+                        order,
+                        after,
+                        limit: 7,
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("page");
+                walked.extend(page.iter().map(|e| e.seq));
+                if page.len() < 7 {
+                    break;
+                }
+                let last = page.last().expect("last");
+                after = Some(EventCursor {
+                    timestamp: last.timestamp,
+                    seq: last.seq,
+                });
+            }
+            let expected = store
+                .query_events(&EventQuery {
+                    org_id: org.clone(),
+                    order,
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .expect("all");
+            assert_eq!(
+                walked,
+                expected.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                "{order:?} {org:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn purge_deletes_old_events_in_batches_and_seq_never_goes_back() {
+    let (store, _dir) = fresh().await;
+    let batch: Vec<Event> = (0..50).map(|i| ev("custom.x", "org-a", i)).collect();
+    store.append(batch).await.expect("append");
+    assert_eq!(
+        store
+            .purge_events_before(Timestamp(30), 10)
+            .await
+            .expect("purge"),
+        10
+    );
+    let mut total = 10;
+    loop {
+        let n = store
+            .purge_events_before(Timestamp(30), 10)
+            .await
+            .expect("purge");
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert_eq!(total, 30);
+    let left = store.events_after(0, 100).await.expect("after");
+    assert_eq!(left.len(), 20);
+    assert!(left.iter().all(|e| e.timestamp.0 >= 30));
+    assert_eq!(
+        store
+            .purge_events_before(Timestamp(1_000), 100)
+            .await
+            .expect("purge"),
+        20
+    );
+    assert_eq!(
+        store.head().await.expect("head").0,
+        50,
+        "an emptied log keeps its high-water mark"
+    );
+    let next = store
+        .append(vec![ev("custom.x", "org-a", 2_000)])
+        .await
+        .expect("append");
+    assert_eq!(next[0].seq, 51);
+}
+
+#[tokio::test]
+async fn cursors_keys_and_audit() {
+    let (store, _dir) = fresh().await;
+    assert_eq!(store.load_cursor("l1").await.expect("load"), None);
+    store.save_cursor("l1", 5).await.expect("save");
+    store.save_cursor("l1", 9).await.expect("save");
+    assert_eq!(store.load_cursor("l1").await.expect("load"), Some(9));
+
+    let audit = |action: &str, org: Option<&str>| AuditEntry {
+        timestamp: Timestamp::now(),
+        actor: Some("admin".into()),
+        org_id: org.map(Into::into),
+        action: action.into(),
+        target: "t".into(),
+        outcome: "ok".into(),
+        detail: None,
+    };
+    let key = ApiKeyRecord {
+        id: "k1".into(),
+        org_id: Some("org-a".into()),
+        name: "n".into(),
+        key_hash: vec![1; 32],
+        prefix: "sb_abc".into(),
+        created_at: Timestamp::now(),
+    };
+    assert!(!store.any_admin_key().await.expect("admin"));
+    store
+        .insert_api_key(&key, &audit("key.create", Some("org-a")))
+        .await
+        .expect("insert");
+    assert_eq!(
+        store
+            .find_api_key(&[1; 32])
+            .await
+            .expect("find")
+            .map(|k| k.id),
+        Some("k1".into())
+    );
+    assert!(store.find_api_key(&[2; 32]).await.expect("find").is_none());
+    assert_eq!(
+        store
+            .list_api_keys(Some("org-b"))
+            .await
+            .expect("list")
+            .len(),
+        0
+    );
+    assert_eq!(store.list_api_keys(None).await.expect("list").len(), 1);
+    let admin = ApiKeyRecord {
+        id: "admin".into(),
+        org_id: None,
+        key_hash: vec![3; 32],
+        ..key.clone()
+    };
+    store.upsert_api_key(&admin).await.expect("upsert");
+    store
+        .upsert_api_key(&ApiKeyRecord {
+            key_hash: vec![4; 32],
+            ..admin
+        })
+        .await
+        .expect("upsert");
+    assert!(store.any_admin_key().await.expect("admin"));
+    assert!(
+        store.find_api_key(&[3; 32]).await.expect("find").is_none(),
+        "the old admin token stops working"
+    );
+    assert!(store.find_api_key(&[4; 32]).await.expect("find").is_some());
+    assert!(matches!(
+        store
+            .delete_api_key("k1", Some("org-b"), &audit("key.delete", None))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    store
+        .delete_api_key("k1", Some("org-a"), &audit("key.delete", None))
+        .await
+        .expect("delete");
+    assert!(store.find_api_key(&[1; 32]).await.expect("find").is_none());
+
+    store
+        .record_audit(
+            vec![
+                audit("event.emit", Some("org-a")),
+                audit("event.emit", Some("org-b")),
+            ],
+            Some(("auditor".into(), 42)),
+        )
+        .await
+        .expect("record");
+    assert_eq!(
+        store.load_cursor("auditor").await.expect("load"),
+        Some(42),
+        "cursor saved with the rows"
+    );
+    let org_a = store
+        .query_audit(&AuditQuery {
+            org_id: Some("org-a".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(org_a.len(), 2);
+    let emits = store
+        .query_audit(&AuditQuery {
+            action: Some("event.emit".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(emits.len(), 2);
+    store.ping().await.expect("ping");
+}
