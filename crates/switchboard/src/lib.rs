@@ -17,10 +17,12 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod event;
+pub mod fhir;
 pub mod hub;
 pub mod listeners;
 pub mod retention;
 pub mod store;
+pub mod transform;
 pub mod util;
 
 pub use app::{run, Application, Listeners};

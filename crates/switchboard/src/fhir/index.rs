@@ -1,0 +1,110 @@
+//! Search index extraction: the values a resource is searchable by, computed in Rust when it is written so every
+//! backend stores the same `(param, value)` rows and answers searches with plain indexed lookups.
+//!
+//! Values are normalised for matching: strings lower-cased (FHIR string search is case-insensitive and matches
+//! prefixes), tokens kept as `system|code` and `code`, references as `Type/id`, dates as `YYYY-MM-DD`.
+
+use serde_json::Value;
+
+/// One searchable value of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub param: &'static str,
+    pub value: String,
+}
+
+fn push(out: &mut Vec<IndexEntry>, param: &'static str, value: impl Into<String>) {
+    let value = value.into();
+    if !value.is_empty() {
+        out.push(IndexEntry { param, value });
+    }
+}
+
+fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(key).and_then(Value::as_array).into_iter().flatten()
+}
+
+/// The search index rows of `resource` (of type `resource_type`).
+pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexEntry> {
+    let mut out = Vec::new();
+    match resource_type {
+        "Patient" => {
+            for identifier in array(resource, "identifier") {
+                let value = identifier
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if let Some(system) = identifier.get("system").and_then(Value::as_str) {
+                    push(&mut out, "identifier", format!("{system}|{value}"));
+                }
+                push(&mut out, "identifier", value);
+            }
+            for name in array(resource, "name") {
+                if let Some(family) = name.get("family").and_then(Value::as_str) {
+                    push(&mut out, "family", family.to_lowercase());
+                }
+                for given in array(name, "given").filter_map(Value::as_str) {
+                    push(&mut out, "given", given.to_lowercase());
+                }
+            }
+            if let Some(date) = resource.get("birthDate").and_then(Value::as_str) {
+                push(&mut out, "birthdate", date);
+            }
+        }
+        "Observation" | "Encounter" | "Task" => {
+            let subject_key = if resource_type == "Task" {
+                "for"
+            } else {
+                "subject"
+            };
+            if let Some(reference) = resource
+                .get(subject_key)
+                .and_then(|s| s.get("reference"))
+                .and_then(Value::as_str)
+            {
+                push(&mut out, "subject", reference);
+                if reference.starts_with("Patient/") {
+                    push(&mut out, "patient", reference);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn patients_are_indexed_by_identifier_name_and_birthdate() {
+        let patient = json!({
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:1.2.3", "value": "MRN1"}, {"value": "X9"}],
+            "name": [{"family": "Smith", "given": ["John", "Q"]}],
+            "birthDate": "1970-01-02"
+        });
+        let rows: Vec<(&str, String)> = extract("Patient", &patient)
+            .into_iter()
+            .map(|e| (e.param, e.value))
+            .collect();
+        assert!(rows.contains(&("identifier", "urn:oid:1.2.3|MRN1".into())));
+        assert!(rows.contains(&("identifier", "MRN1".into())));
+        assert!(rows.contains(&("identifier", "X9".into())));
+        assert!(rows.contains(&("family", "smith".into())));
+        assert!(rows.contains(&("given", "john".into())));
+        assert!(rows.contains(&("birthdate", "1970-01-02".into())));
+    }
+
+    #[test]
+    fn clinical_resources_are_indexed_by_subject() {
+        let obs = json!({"resourceType": "Observation", "subject": {"reference": "Patient/p1"}});
+        let rows = extract("Observation", &obs);
+        assert_eq!(rows.len(), 2);
+        let task = json!({"resourceType": "Task", "for": {"reference": "Patient/p2"}});
+        assert_eq!(extract("Task", &task)[0].value, "Patient/p2");
+        assert!(extract("Medication", &json!({})).is_empty());
+    }
+}

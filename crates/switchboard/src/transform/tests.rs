@@ -1,0 +1,134 @@
+use super::mapping::{hl7_date, hl7_datetime, map_message, MappingError};
+use serde_json::json;
+use switchboard_hl7::Message;
+
+fn sample(name: &str) -> Message {
+    let path = format!(
+        "{}/../switchboard-hl7/tests/data/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let bytes = std::fs::read(path).expect("sample");
+    Message::parse(&bytes).expect("parse")
+}
+
+#[test]
+fn adt_a01_maps_to_patient_and_encounter() {
+    let mapped = map_message("org-a", &sample("adt_a01.hl7")).expect("map");
+    assert_eq!(mapped.len(), 2);
+    let patient = &mapped[0].body;
+    assert_eq!(mapped[0].resource_type, "Patient");
+    assert_eq!(
+        patient["identifier"][0],
+        json!({"system": "urn:id:HOSP", "value": "12345", "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]}})
+    );
+    assert_eq!(patient["identifier"][1]["value"], "987654320");
+    assert_eq!(
+        patient["name"][0],
+        json!({"family": "DOE", "given": ["JOHN", "QUINCY"], "suffix": ["JR"], "use": "official"})
+    );
+    assert_eq!(patient["birthDate"], "1980-01-15");
+    assert_eq!(patient["gender"], "male");
+    assert_eq!(patient["address"][0]["city"], "SPRINGFIELD");
+    assert_eq!(
+        patient["address"][0]["line"],
+        json!(["123 MAIN ST", "APT 4B"])
+    );
+    assert_eq!(
+        patient["telecom"][0],
+        json!({"system": "phone", "value": "(217) 5551234", "use": "home"})
+    );
+    assert_eq!(
+        patient["telecom"][1],
+        json!({"system": "email", "value": "john.doe@example.com", "use": "home"})
+    );
+    let encounter = &mapped[1].body;
+    assert_eq!(encounter["class"]["code"], "IMP");
+    assert_eq!(
+        encounter["subject"]["reference"],
+        format!("Patient/{}", mapped[0].id)
+    );
+    assert_eq!(encounter["period"]["start"], "2024-03-15T08:00:00Z");
+    assert_eq!(
+        encounter["participant"][0]["individual"]["identifier"]["value"],
+        "1234"
+    );
+    assert_eq!(
+        encounter["participant"][0]["individual"]["display"],
+        "DR MARCUS WELBY"
+    );
+    assert_eq!(
+        encounter["location"][0]["location"]["display"],
+        "4EAST 412 B GHH"
+    );
+    assert_eq!(encounter["identifier"][0]["value"], "V00012345");
+}
+
+#[test]
+fn mapping_is_deterministic_and_org_scoped() {
+    let msg = sample("adt_a01.hl7");
+    let first = map_message("org-a", &msg).expect("map");
+    assert_eq!(first, map_message("org-a", &msg).expect("map"));
+    let other = map_message("org-b", &msg).expect("map");
+    assert_ne!(first[0].id, other[0].id);
+}
+
+#[test]
+fn oru_r01_maps_each_obx_by_value_type() {
+    let mapped = map_message("org-a", &sample("oru_r01.hl7")).expect("map");
+    assert_eq!(mapped.len(), 5, "a patient and four observations");
+    let glucose = &mapped[1].body;
+    assert_eq!(
+        glucose["code"]["coding"][0],
+        json!({"system": "http://loinc.org", "code": "2345-7", "display": "Glucose [Mass/volume] in Serum or Plasma"})
+    );
+    assert_eq!(
+        glucose["valueQuantity"],
+        json!({"value": 182.0, "unit": "mg/dL", "system": "http://unitsofmeasure.org", "code": "mg/dL"})
+    );
+    assert_eq!(glucose["referenceRange"][0]["low"]["value"], 70.0);
+    assert_eq!(glucose["referenceRange"][0]["high"]["value"], 99.0);
+    assert_eq!(glucose["interpretation"][0]["coding"][0]["code"], "H");
+    assert_eq!(glucose["status"], "final");
+    assert_eq!(glucose["effectiveDateTime"], "2024-03-15T08:30:00Z");
+    let color = &mapped[3].body;
+    assert_eq!(
+        color["valueCodeableConcept"]["coding"][0],
+        json!({"system": "http://snomed.info/sct", "code": "371244009", "display": "Yellow color"})
+    );
+    let comment = &mapped[4].body;
+    assert_eq!(
+        comment["valueString"],
+        "Specimen slightly hemolyzed & repeat advised\nCalled to Dr. House"
+    );
+    assert!(
+        comment.get("effectiveDateTime").is_some(),
+        "falls back to OBR-7"
+    );
+    let ids: std::collections::HashSet<_> = mapped.iter().map(|m| m.id.clone()).collect();
+    assert_eq!(ids.len(), 5);
+}
+
+#[test]
+fn other_types_are_unsupported() {
+    let err = map_message("org-a", &sample("orm_o01.hl7")).expect_err("unsupported");
+    assert!(
+        matches!(err, MappingError::Unsupported(ref t) if t == "ORM^O01"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hl7_times_convert() {
+    assert_eq!(hl7_date("19800115").as_deref(), Some("1980-01-15"));
+    assert_eq!(hl7_date("1980"), None);
+    assert_eq!(
+        hl7_datetime("20240315083012-0500").as_deref(),
+        Some("2024-03-15T08:30:12-05:00")
+    );
+    assert_eq!(
+        hl7_datetime("202403150830").as_deref(),
+        Some("2024-03-15T08:30:00Z")
+    );
+    assert_eq!(hl7_datetime("20240315").as_deref(), Some("2024-03-15"));
+    assert_eq!(hl7_datetime("garbage"), None);
+}
