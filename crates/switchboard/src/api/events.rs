@@ -91,6 +91,7 @@ pub async fn publish(
         metadata: body.metadata,
         actor: Some(caller.key_id),
         idempotency_key,
+        write: None,
     };
     let emitted = state.hub.publish(event).await?;
     let status = if emitted.duplicate {

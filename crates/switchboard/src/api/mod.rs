@@ -5,6 +5,7 @@ pub mod audit;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod fhir;
 pub mod health;
 pub mod keys;
 pub mod openapi;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(events::router())
         .merge(keys::router())
+        .merge(fhir::router())
         .merge(audit::router())
         .merge(health::router())
         .merge(openapi::router())

@@ -14,10 +14,12 @@ use utoipa::{Modify, OpenApi};
         super::events::publish, super::events::list, super::events::get_one, super::events::export,
         super::keys::create, super::keys::list, super::keys::remove,
         super::audit::list,
+        super::fhir::create, super::fhir::update, super::fhir::remove, super::fhir::read, super::fhir::vread,
+        super::fhir::search, super::fhir::metadata,
         super::health::live, super::health::ready, super::health::metrics,
     ),
     modifiers(&BearerAuth),
-    tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"))
+    tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"), (name = "fhir"))
 )]
 pub struct ApiDoc;
 

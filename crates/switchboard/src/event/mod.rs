@@ -10,6 +10,7 @@ mod types;
 pub use pattern::{any_matches, Pattern, PatternError};
 pub use types::{EventType, EventTypeError, Source, BUILTIN_EVENT_TYPES};
 
+pub use crate::store::{ResourceWrite, WriteAction};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -34,6 +35,8 @@ pub struct NewEvent {
     pub actor: Option<String>,
     /// A client-chosen key that makes publishing idempotent within an org.
     pub idempotency_key: Option<String>,
+    /// A FHIR resource write committed in the same transaction as this event (see [`ResourceWrite`]).
+    pub write: Option<Box<ResourceWrite>>,
 }
 
 /// A stored event: a [`NewEvent`] plus the id, timestamp and position the hub gave it.
@@ -70,6 +73,8 @@ pub struct Event {
     pub actor: Option<String>,
     #[serde(skip)]
     pub idempotency_key: Option<String>,
+    #[serde(skip)]
+    pub write: Option<Box<ResourceWrite>>,
 }
 
 impl Event {
@@ -91,6 +96,7 @@ impl Event {
             metadata: new.metadata,
             actor: new.actor,
             idempotency_key: new.idempotency_key,
+            write: new.write,
         }
     }
 }
@@ -190,6 +196,7 @@ impl NewEvent {
             metadata: None,
             actor: None,
             idempotency_key: None,
+            write: None,
         }
     }
 

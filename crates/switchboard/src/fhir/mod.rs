@@ -2,5 +2,7 @@
 
 pub mod index;
 pub mod outcome;
+pub mod resource;
 pub mod search;
+pub mod service;
 pub mod types;

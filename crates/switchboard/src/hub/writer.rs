@@ -6,7 +6,7 @@
 
 use super::{CommittedBatch, Emitted, Pending};
 use crate::event::{Event, Timestamp};
-use crate::store::DynStore;
+use crate::store::{Appended, DynStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
@@ -79,18 +79,27 @@ impl Writer {
         metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("switchboard_append_batch_size").record(size as f64);
         match result {
-            Ok(stored) => {
+            Ok(outcomes) => {
                 let prev_head = self.head;
-                let mut published = Vec::with_capacity(stored.len());
-                for (event, reply) in stored.into_iter().zip(replies) {
-                    let duplicate = event.seq <= prev_head;
-                    let event = Arc::new(event);
-                    if !duplicate {
-                        self.head = self.head.max(event.seq);
-                        published.push(Arc::clone(&event));
-                    }
+                let mut published = Vec::with_capacity(outcomes.len());
+                for (outcome, reply) in outcomes.into_iter().zip(replies) {
                     // An emitter that gave up waiting is fine: its event is committed all the same.
-                    let _ = reply.send(Ok(Emitted { event, duplicate }));
+                    let _ = match outcome {
+                        Appended::New(event) => {
+                            let event = Arc::new(event);
+                            self.head = self.head.max(event.seq);
+                            published.push(Arc::clone(&event));
+                            reply.send(Ok(Emitted {
+                                event,
+                                duplicate: false,
+                            }))
+                        }
+                        Appended::Existing(event) => reply.send(Ok(Emitted {
+                            event: Arc::new(event),
+                            duplicate: true,
+                        })),
+                        Appended::Refused(refusal) => reply.send(Err(refusal)),
+                    };
                 }
                 if !published.is_empty() {
                     let _ = self.batches.send(Arc::new(CommittedBatch {

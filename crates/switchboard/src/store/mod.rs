@@ -8,7 +8,10 @@
 mod records;
 pub mod sqlite;
 
-pub use records::{ApiKeyRecord, AuditEntry, AuditQuery, EventCursor, EventQuery, Order};
+pub use records::{
+    ApiKeyRecord, AuditEntry, AuditQuery, EventCursor, EventQuery, Order, ResourcePage,
+    ResourceWrite, StoredResource, WriteAction,
+};
 
 use crate::event::{Event, Timestamp};
 use async_trait::async_trait;
@@ -21,6 +24,10 @@ pub enum StoreError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    #[error("gone: {0}")]
+    Gone(String),
     #[error("unsupported database url '{0}': use sqlite://PATH")]
     UnsupportedUrl(String),
     #[error("storage is full: {0}")]
@@ -45,14 +52,25 @@ impl From<rusqlite::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// What became of one event of an appended batch.
+#[derive(Debug)]
+pub enum Appended {
+    New(Event),
+    /// An idempotent repeat: the event stored first with the same key.
+    Existing(Event),
+    /// Not stored: its resource write was refused.
+    Refused(StoreError),
+}
+
 /// The storage contract. Every method is safe to call concurrently; `append` is called by one writer at a time.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Commits a batch durably in one transaction and returns it with `seq` filled in.
+    /// Commits a batch durably in one transaction; one [`Appended`] per event, in order, `seq` filled in.
     ///
-    /// An event whose `(org_id, idempotency_key)` is already stored is not stored again: its slot in the result
-    /// holds the event that was stored first (recognisable by its different `id`).
-    async fn append(&self, batch: Vec<Event>) -> StoreResult<Vec<Event>>;
+    /// An event whose `(org_id, idempotency_key)` is already stored is not stored again (`Existing` holds the
+    /// first one). An event whose resource write is refused (If-Match mismatch, delete of an unknown resource) is
+    /// `Refused` and the rest of the batch commits. An `Err` means nothing of the batch was committed.
+    async fn append(&self, batch: Vec<Event>) -> StoreResult<Vec<Appended>>;
 
     /// The highest `seq` and timestamp committed so far (0 and the epoch for an empty log).
     async fn head(&self) -> StoreResult<(i64, Timestamp)>;
@@ -99,6 +117,31 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
 
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+
+    /// The current version of a FHIR resource of an org (deleted ones included, flagged).
+    async fn read_resource(
+        &self,
+        org_id: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredResource>>;
+
+    /// One version of a FHIR resource.
+    async fn read_resource_version(
+        &self,
+        org_id: &str,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> StoreResult<Option<StoredResource>>;
+
+    /// Current, not deleted resources of one type and org matching `query`, ordered by last update then id.
+    async fn search_resources(
+        &self,
+        org_id: &str,
+        resource_type: &str,
+        query: &crate::fhir::search::SearchQuery,
+    ) -> StoreResult<ResourcePage>;
 
     /// Cheap check that the database answers.
     async fn ping(&self) -> StoreResult<()>;

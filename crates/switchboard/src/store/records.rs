@@ -92,3 +92,41 @@ pub struct AuditQuery {
     pub to: Option<Timestamp>,
     pub limit: usize,
 }
+
+/// A FHIR resource write that the store applies in the same transaction as the event carrying it. The store
+/// decides the outcome: it sets the event's type (`fhir.created`, `fhir.updated`, `fhir.deleted`) and its data
+/// (the stored resource with `meta.versionId` and `meta.lastUpdated`, or for a delete the last version).
+#[derive(Debug, Clone)]
+pub struct ResourceWrite {
+    pub action: WriteAction,
+    /// `If-Match`: the version the client last saw; a different current version refuses the write.
+    pub if_match: Option<i64>,
+    /// The resource (for create and upsert), `resourceType` and `id` already checked against the event.
+    pub body: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAction {
+    /// A new resource with a fresh id.
+    Create,
+    /// Update, or create with the given id when it does not exist (FHIR `PUT`).
+    Upsert,
+    Delete,
+}
+
+/// The current or a past version of a stored FHIR resource.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    pub version: i64,
+    pub last_updated: Timestamp,
+    pub deleted: bool,
+    /// The resource JSON (for a deleted version: the last body before the delete).
+    pub body: String,
+}
+
+/// One page of FHIR search results.
+#[derive(Debug, Clone)]
+pub struct ResourcePage {
+    pub total: usize,
+    pub resources: Vec<String>,
+}

@@ -1,6 +1,7 @@
 //! All integration tests, compiled into one binary (one link, shared helpers).
 
 mod events;
+mod fhir;
 mod helpers;
 mod hub;
 mod isolation;

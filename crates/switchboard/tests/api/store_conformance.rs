@@ -4,8 +4,8 @@
 use serde_json::value::RawValue;
 use switchboard::event::{Event, EventType, Pattern, Source, Timestamp};
 use switchboard::store::{
-    self, ApiKeyRecord, AuditEntry, AuditQuery, DynStore, EventCursor, EventQuery, Order,
-    StoreError,
+    self, ApiKeyRecord, Appended, AuditEntry, AuditQuery, DynStore, EventCursor, EventQuery, Order,
+    ResourceWrite, StoreError, WriteAction,
 };
 use uuid::Uuid;
 
@@ -15,6 +15,18 @@ async fn fresh() -> (DynStore, tempfile::TempDir) {
         .await
         .expect("open store");
     (store, dir)
+}
+
+/// The events of an append, failing on refusals.
+async fn append(store: &DynStore, batch: Vec<Event>) -> Vec<Event> {
+    let results = store.append(batch).await.expect("append");
+    results
+        .into_iter()
+        .map(|a| match a {
+            Appended::New(e) | Appended::Existing(e) => e,
+            Appended::Refused(e) => panic!("refused: {e}"),
+        })
+        .collect()
 }
 
 fn ev(kind: &str, org: &str, ts: i64) -> Event {
@@ -34,6 +46,7 @@ fn ev(kind: &str, org: &str, ts: i64) -> Event {
         metadata: None,
         actor: Some("tester".into()),
         idempotency_key: None,
+        write: None,
     };
     if kind.starts_with("fhir.") {
         e.resource_type = Some("Patient".into());
@@ -49,15 +62,9 @@ async fn append_assigns_increasing_seq_and_round_trips_every_field() {
     let mut first = ev("fhir.created", "org-a", 1_000);
     first.metadata = Some(RawValue::from_string("{\"m\":true}".into()).expect("raw"));
     first.message_control_id = Some("ctl".into());
-    let stored = store
-        .append(vec![first.clone(), ev("custom.x", "org-a", 1_000)])
-        .await
-        .expect("append");
+    let stored = append(&store, vec![first.clone(), ev("custom.x", "org-a", 1_000)]).await;
     assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
-    let more = store
-        .append(vec![ev("custom.x", "org-b", 2_000)])
-        .await
-        .expect("append");
+    let more = append(&store, vec![ev("custom.x", "org-b", 2_000)]).await;
     assert_eq!(more[0].seq, 3);
     assert_eq!(store.head().await.expect("head"), (3, Timestamp(2_000)));
     let got = store
@@ -97,17 +104,14 @@ async fn idempotency_keys_store_once_per_org() {
     again.idempotency_key = Some("k1".into());
     let mut other_org = ev("custom.x", "org-b", 3);
     other_org.idempotency_key = Some("k1".into());
-    let stored = store
-        .append(vec![a.clone(), again, other_org])
-        .await
-        .expect("append");
+    let stored = append(&store, vec![a.clone(), again, other_org]).await;
     assert_eq!(stored[0].id, a.id);
     assert_eq!(stored[1].id, a.id, "the repeat resolves to the first event");
     assert_eq!(stored[1].seq, stored[0].seq);
     assert_ne!(stored[2].id, a.id);
     let mut later = ev("custom.x", "org-a", 4);
     later.idempotency_key = Some("k1".into());
-    let stored = store.append(vec![later]).await.expect("append");
+    let stored = append(&store, vec![later]).await;
     assert_eq!(stored[0].id, a.id);
     assert_eq!(store.events_after(0, 10).await.expect("after").len(), 2);
 }
@@ -121,7 +125,7 @@ async fn queries_filter_order_and_page() {
         let org = if i % 5 == 0 { "org-b" } else { "org-a" };
         batch.push(ev(kind, org, 1_000 + i as i64));
     }
-    store.append(batch).await.expect("append");
+    append(&store, batch).await;
     let base = EventQuery {
         org_id: Some("org-a".into()),
         limit: 100,
@@ -233,7 +237,7 @@ async fn queries_filter_order_and_page() {
 async fn purge_deletes_old_events_in_batches_and_seq_never_goes_back() {
     let (store, _dir) = fresh().await;
     let batch: Vec<Event> = (0..50).map(|i| ev("custom.x", "org-a", i)).collect();
-    store.append(batch).await.expect("append");
+    append(&store, batch).await;
     assert_eq!(
         store
             .purge_events_before(Timestamp(30), 10)
@@ -268,10 +272,7 @@ async fn purge_deletes_old_events_in_batches_and_seq_never_goes_back() {
         50,
         "an emptied log keeps its high-water mark"
     );
-    let next = store
-        .append(vec![ev("custom.x", "org-a", 2_000)])
-        .await
-        .expect("append");
+    let next = append(&store, vec![ev("custom.x", "org-a", 2_000)]).await;
     assert_eq!(next[0].seq, 51);
 }
 
@@ -389,4 +390,150 @@ async fn cursors_keys_and_audit() {
         .expect("audit");
     assert_eq!(emits.len(), 2);
     store.ping().await.expect("ping");
+}
+
+fn fhir_write(
+    org: &str,
+    id: &str,
+    action: WriteAction,
+    if_match: Option<i64>,
+    family: &str,
+) -> Event {
+    let mut e = ev("fhir.created", org, 10);
+    e.resource_id = Some(id.into());
+    e.write = Some(Box::new(ResourceWrite {
+        action,
+        if_match,
+        body: Some(
+            serde_json::json!({"resourceType": "Patient", "name": [{"family": family}], "birthDate": "1970-05-06"}),
+        ),
+    }));
+    e
+}
+
+#[tokio::test]
+async fn resource_writes_commit_with_their_event_and_refusals_spare_the_batch() {
+    let (store, _dir) = fresh().await;
+    let results = store
+        .append(vec![
+            fhir_write("org-a", "p1", WriteAction::Upsert, None, "Smith"),
+            fhir_write("org-a", "p1", WriteAction::Upsert, Some(1), "Smyth"),
+            fhir_write("org-a", "p1", WriteAction::Upsert, Some(1), "Stale"),
+            fhir_write("org-a", "nobody", WriteAction::Delete, None, ""),
+            fhir_write("org-b", "p1", WriteAction::Upsert, None, "Other"),
+        ])
+        .await
+        .expect("append");
+    let kinds: Vec<String> = results
+        .iter()
+        .map(|r| match r {
+            Appended::New(e) => e.event_type.to_string(),
+            Appended::Existing(_) => "existing".into(),
+            Appended::Refused(e) => format!("refused: {e}"),
+        })
+        .collect();
+    assert_eq!(kinds[0], "fhir.created");
+    assert_eq!(kinds[1], "fhir.updated");
+    assert!(
+        kinds[2].starts_with("refused: precondition failed"),
+        "{}",
+        kinds[2]
+    );
+    assert_eq!(kinds[3], "refused: not found");
+    assert_eq!(kinds[4], "fhir.created", "ids are per org");
+    let Appended::New(updated) = &results[1] else {
+        panic!("not stored")
+    };
+    let data: serde_json::Value = serde_json::from_str(updated.data.get()).expect("json");
+    assert_eq!(data["meta"]["versionId"], "2");
+    assert_eq!(data["name"][0]["family"], "Smyth");
+    assert_eq!(
+        store.head().await.expect("head").0,
+        3,
+        "refused writes store no event"
+    );
+
+    let current = store
+        .read_resource("org-a", "Patient", "p1")
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!((current.version, current.deleted), (2, false));
+    let v1 = store
+        .read_resource_version("org-a", "Patient", "p1", 1)
+        .await
+        .expect("vread")
+        .expect("v1");
+    assert!(v1.body.contains("Smith"));
+    assert!(store
+        .read_resource("org-c", "Patient", "p1")
+        .await
+        .expect("read")
+        .is_none());
+
+    use switchboard::fhir::search::SearchQuery;
+    let q = |pairs: &[(&str, &str)]| {
+        SearchQuery::parse(
+            "Patient",
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+        )
+        .expect("query")
+    };
+    let found = store
+        .search_resources("org-a", "Patient", &q(&[("family", "smy")]))
+        .await
+        .expect("search");
+    assert_eq!(found.total, 1);
+    let found = store
+        .search_resources("org-a", "Patient", &q(&[("family", "smith")]))
+        .await
+        .expect("search");
+    assert_eq!(found.total, 0, "the index follows the current version");
+    let found = store
+        .search_resources("org-a", "Patient", &q(&[("birthdate", "gt1970-01-01")]))
+        .await
+        .expect("search");
+    assert_eq!(found.total, 1);
+    let found = store
+        .search_resources("org-a", "Patient", &q(&[("birthdate", "lt1970-01-01")]))
+        .await
+        .expect("search");
+    assert_eq!(found.total, 0);
+
+    let deleted = store
+        .append(vec![fhir_write(
+            "org-a",
+            "p1",
+            WriteAction::Delete,
+            None,
+            "",
+        )])
+        .await
+        .expect("append");
+    assert!(matches!(&deleted[0], Appended::New(e) if e.event_type.as_str() == "fhir.deleted"));
+    let current = store
+        .read_resource("org-a", "Patient", "p1")
+        .await
+        .expect("read")
+        .expect("found");
+    assert!(current.deleted);
+    let found = store
+        .search_resources("org-a", "Patient", &q(&[]))
+        .await
+        .expect("search");
+    assert_eq!(found.total, 0, "deleted resources are not found");
+    let again = store
+        .append(vec![fhir_write(
+            "org-a",
+            "p1",
+            WriteAction::Delete,
+            None,
+            "",
+        )])
+        .await
+        .expect("append");
+    assert!(matches!(&again[0], Appended::Refused(StoreError::Gone(_))));
 }

@@ -1,7 +1,7 @@
 //! Event log statements: the batched append, history queries and the retention purge.
 
 use crate::event::{Event, EventType, Source, Timestamp, SPEC_VERSION};
-use crate::store::{EventQuery, Order, StoreError, StoreResult};
+use crate::store::{Appended, EventQuery, Order, StoreError, StoreResult};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde_json::value::RawValue;
@@ -10,15 +10,31 @@ use uuid::Uuid;
 const COLUMNS: &str = "seq, id, ts, org_id, event_type, source, message_type, message_control_id, \
                        resource_type, resource_id, data, metadata, actor, idempotency_key";
 
-pub(super) fn append(conn: &mut Connection, mut batch: Vec<Event>) -> StoreResult<Vec<Event>> {
+pub(super) fn append(conn: &mut Connection, batch: Vec<Event>) -> StoreResult<Vec<Appended>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO events (id, ts, org_id, event_type, source, message_type, message_control_id, \
              resource_type, resource_id, data, metadata, actor, idempotency_key) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
-        for event in batch.iter_mut() {
+        for mut event in batch {
+            if let Some(write) = event.write.take() {
+                match super::fhir::apply_write(&tx, &mut event, *write) {
+                    Ok(()) => {}
+                    Err(
+                        refusal @ (StoreError::NotFound
+                        | StoreError::Gone(_)
+                        | StoreError::PreconditionFailed(_)
+                        | StoreError::Conflict(_)),
+                    ) => {
+                        results.push(Appended::Refused(refusal));
+                        continue;
+                    }
+                    Err(other) => return Err(other),
+                }
+            }
             let inserted = insert.execute(params![
                 &event.id.as_bytes()[..],
                 event.timestamp.0,
@@ -36,17 +52,19 @@ pub(super) fn append(conn: &mut Connection, mut batch: Vec<Event>) -> StoreResul
             ])?;
             if inserted == 1 {
                 event.seq = tx.last_insert_rowid();
+                results.push(Appended::New(event));
             } else {
-                *event = first_with_idempotency_key(
+                let first = first_with_idempotency_key(
                     &tx,
                     &event.org_id,
                     event.idempotency_key.as_deref(),
                 )?;
+                results.push(Appended::Existing(first));
             }
         }
     }
     tx.commit()?;
-    Ok(batch)
+    Ok(results)
 }
 
 fn first_with_idempotency_key(
@@ -239,5 +257,6 @@ fn decode_row(row: &Row<'_>) -> rusqlite::Result<Event> {
             .map_err(|_| bad(11, "bad metadata"))?,
         actor: row.get(12)?,
         idempotency_key: row.get(13)?,
+        write: None,
     })
 }

@@ -1,8 +1,9 @@
 //! The SQLite schema, as numbered migrations applied in order at start. Append new ones; never edit old ones.
 
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id BLOB NOT NULL,
@@ -55,4 +56,42 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_org_ts ON audit_log (org_id, ts);
 CREATE INDEX audit_ts ON audit_log (ts);
 "#,
-)];
+    ),
+    // 2 is taken by the webhook tables.
+    (
+        3,
+        r#"
+CREATE TABLE fhir_resources (
+    org_id TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (org_id, resource_type, id, version)
+) WITHOUT ROWID;
+
+CREATE TABLE fhir_current (
+    org_id TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (org_id, resource_type, id)
+) WITHOUT ROWID;
+CREATE INDEX fhir_current_updated ON fhir_current (org_id, resource_type, last_updated, id);
+
+CREATE TABLE fhir_search (
+    org_id TEXT NOT NULL,
+    resource_type TEXT NOT NULL,
+    param TEXT NOT NULL,
+    value TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (org_id, resource_type, param, value, id)
+) WITHOUT ROWID;
+CREATE INDEX fhir_search_by_id ON fhir_search (org_id, resource_type, id);
+"#,
+    ),
+];

@@ -6,6 +6,7 @@
 
 mod admin;
 mod events;
+mod fhir;
 mod migrations;
 
 use super::{StoreError, StoreResult};
@@ -130,16 +131,20 @@ fn register_functions(conn: &Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// Applies every migration not yet recorded (by number, so branches that add migrations in any order merge).
 fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
-    let current: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-        [],
-        |row| row.get(0),
-    )?;
-    for (version, sql) in migrations::MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    let applied: Vec<i64> = {
+        let mut stmt = conn.prepare("SELECT version FROM schema_migrations")?;
+        let rows = stmt.query_map([], |row| row.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (version, sql) in migrations::MIGRATIONS
+        .iter()
+        .filter(|(v, _)| !applied.contains(v))
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)
             .map_err(|e| StoreError::Migration(format!("migration {version}: {e}")))?;
@@ -155,10 +160,7 @@ fn apply_migrations(conn: &mut Connection) -> StoreResult<()> {
 
 #[async_trait::async_trait]
 impl super::Store for SqliteStore {
-    async fn append(
-        &self,
-        batch: Vec<crate::event::Event>,
-    ) -> StoreResult<Vec<crate::event::Event>> {
+    async fn append(&self, batch: Vec<crate::event::Event>) -> StoreResult<Vec<super::Appended>> {
         self.write(move |conn| events::append(conn, batch)).await
     }
 
@@ -272,6 +274,40 @@ impl super::Store for SqliteStore {
     async fn query_audit(&self, query: &super::AuditQuery) -> StoreResult<Vec<super::AuditEntry>> {
         let query = query.clone();
         self.read(move |conn| admin::query_audit(conn, &query))
+            .await
+    }
+
+    async fn read_resource(
+        &self,
+        org_id: &str,
+        resource_type: &str,
+        id: &str,
+    ) -> StoreResult<Option<super::StoredResource>> {
+        let (org, kind, id) = (org_id.to_owned(), resource_type.to_owned(), id.to_owned());
+        self.read(move |conn| fhir::read_current(conn, &org, &kind, &id))
+            .await
+    }
+
+    async fn read_resource_version(
+        &self,
+        org_id: &str,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> StoreResult<Option<super::StoredResource>> {
+        let (org, kind, id) = (org_id.to_owned(), resource_type.to_owned(), id.to_owned());
+        self.read(move |conn| fhir::read_version(conn, &org, &kind, &id, version))
+            .await
+    }
+
+    async fn search_resources(
+        &self,
+        org_id: &str,
+        resource_type: &str,
+        query: &crate::fhir::search::SearchQuery,
+    ) -> StoreResult<super::ResourcePage> {
+        let (org, kind, query) = (org_id.to_owned(), resource_type.to_owned(), query.clone());
+        self.read(move |conn| fhir::search(conn, &org, &kind, &query))
             .await
     }
 
