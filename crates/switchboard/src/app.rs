@@ -7,7 +7,7 @@
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::hub::{spawn_durable, Hub};
-use crate::listeners::{AuditLogger, MetricsCollector};
+use crate::listeners::{AuditLogger, MetricsCollector, TaskCreator, Transformer};
 use crate::{auth, retention, store};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -94,6 +94,20 @@ pub async fn run(
             background.clone(),
         )),
     ];
+    if config.listeners.transformer {
+        tasks.push(spawn_durable(
+            &hub,
+            Arc::new(Transformer::new(hub.clone())),
+            background.clone(),
+        ));
+    }
+    if config.listeners.task_creator {
+        tasks.push(spawn_durable(
+            &hub,
+            Arc::new(TaskCreator::new(hub.clone())),
+            background.clone(),
+        ));
+    }
 
     let state = AppState {
         hub: hub.clone(),

@@ -38,7 +38,16 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub hub: HubSettings,
     pub retention: RetentionConfig,
+    pub listeners: ListenersConfig,
     pub auth: AuthConfig,
+}
+
+/// Which built-in durable listeners run.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenersConfig {
+    pub transformer: bool,
+    pub task_creator: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -1,7 +1,12 @@
-//! Built-in durable listeners (sinks that live in the process): the audit logger and the metrics collector.
+//! Built-in durable listeners (sinks that live in the process): the audit logger, the metrics collector, the
+//! HL7 → FHIR transformer and the task creator.
 
 pub mod audit;
 pub mod metrics;
+pub mod task_creator;
+pub mod transformer;
 
 pub use audit::AuditLogger;
 pub use metrics::MetricsCollector;
+pub use task_creator::TaskCreator;
+pub use transformer::Transformer;

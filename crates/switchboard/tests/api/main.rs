@@ -9,3 +9,4 @@ mod keys;
 mod kill;
 mod openapi;
 mod store_conformance;
+mod transform;

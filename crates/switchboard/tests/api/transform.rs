@@ -1,0 +1,235 @@
+//! HL7 → FHIR: the transformer and the task creator, end to end through the event log.
+
+use crate::helpers::{eventually, spawn_app, TestApp};
+use serde_json::{json, Value};
+
+fn sample(name: &str) -> String {
+    let path = format!(
+        "{}/../switchboard-hl7/tests/data/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    String::from_utf8(std::fs::read(path).expect("sample")).expect("utf-8 sample")
+}
+
+async fn receive(
+    app: &TestApp,
+    key: &str,
+    raw: &str,
+    message_type: &str,
+    control_id: &str,
+) -> Value {
+    let r = app
+        .publish(
+            key,
+            &json!({"eventType": "hl7.received", "messageType": message_type, "messageControlId": control_id, "data": {"raw": raw}}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    r.json().await.expect("json")
+}
+
+async fn events(app: &TestApp, key: &str, filter: &str) -> Vec<Value> {
+    let page = app
+        .get_json(key, &format!("/api/events?order=asc&limit=1000&{filter}"))
+        .await;
+    page["events"].as_array().expect("events").clone()
+}
+
+#[tokio::test]
+async fn adt_a01_becomes_patient_and_encounter_in_order() {
+    let app = spawn_app().await;
+    let key = app.org_key("org-a").await;
+    let received = receive(&app, &key, &sample("adt_a01.hl7"), "ADT^A01", "MSG00001").await;
+    eventually("transform.completed", || async {
+        !events(&app, &key, "eventType=transform.completed")
+            .await
+            .is_empty()
+    })
+    .await;
+
+    let all = events(&app, &key, "").await;
+    let kinds: Vec<&str> = all
+        .iter()
+        .map(|e| e["eventType"].as_str().expect("type"))
+        .collect();
+    let pos = |k: &str| kinds.iter().position(|x| *x == k).expect(k);
+    assert!(pos("hl7.received") < pos("transform.started"));
+    assert!(pos("transform.started") < pos("fhir.created"));
+    assert!(
+        kinds
+            .iter()
+            .rposition(|x| *x == "fhir.created")
+            .expect("created")
+            < pos("transform.completed")
+    );
+    let completed = &all[pos("transform.completed")];
+    assert_eq!(completed["data"]["eventId"], received["id"]);
+    assert_eq!(completed["messageControlId"], "MSG00001");
+    let written: Vec<String> = completed["data"]["resources"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("s").to_string())
+        .collect();
+    assert_eq!(written.len(), 2);
+
+    let patient: Value = app
+        .get(&key, &format!("/fhir/{}", written[0]))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(patient["resourceType"], "Patient");
+    assert_eq!(patient["name"][0]["family"], "DOE");
+    assert_eq!(patient["gender"], "male");
+    let encounter: Value = app
+        .get(&key, &format!("/fhir/{}", written[1]))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(encounter["resourceType"], "Encounter");
+    assert_eq!(encounter["subject"]["reference"], written[0]);
+
+    // The same message again updates the same resources: no duplicates.
+    receive(&app, &key, &sample("adt_a01.hl7"), "ADT^A01", "MSG00001").await;
+    eventually("second transform", || async {
+        events(&app, &key, "eventType=transform.completed")
+            .await
+            .len()
+            == 2
+    })
+    .await;
+    let bundle: Value = app
+        .get(&key, "/fhir/Patient?identifier=12345")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(bundle["total"], 1);
+    let patient: Value = app
+        .get(&key, &format!("/fhir/{}", written[0]))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(patient["meta"]["versionId"], "2");
+}
+
+#[tokio::test]
+async fn oru_r01_becomes_observations_with_values_and_units() {
+    let app = spawn_app().await;
+    let key = app.org_key("org-a").await;
+    receive(
+        &app,
+        &key,
+        &sample("oru_r01.hl7"),
+        "ORU^R01",
+        "LAB20240315-0007",
+    )
+    .await;
+    eventually("transform.completed", || async {
+        !events(&app, &key, "eventType=transform.completed")
+            .await
+            .is_empty()
+    })
+    .await;
+    let completed = events(&app, &key, "eventType=transform.completed").await;
+    let patient_ref = completed[0]["data"]["resources"][0]
+        .as_str()
+        .expect("patient")
+        .to_string();
+    let bundle: Value = app
+        .get(
+            &key,
+            &format!("/fhir/Observation?patient={patient_ref}&_count=10"),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(bundle["total"], 4);
+    let observations: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    let glucose = observations
+        .iter()
+        .find(|o| o["code"]["coding"][0]["code"] == "2345-7")
+        .expect("glucose");
+    assert_eq!(glucose["valueQuantity"]["value"], 182.0);
+    assert_eq!(glucose["valueQuantity"]["unit"], "mg/dL");
+    assert_eq!(
+        glucose["valueQuantity"]["system"],
+        "http://unitsofmeasure.org"
+    );
+    assert_eq!(glucose["interpretation"][0]["coding"][0]["code"], "H");
+    let color = observations
+        .iter()
+        .find(|o| o["code"]["coding"][0]["code"] == "5778-6")
+        .expect("color");
+    assert_eq!(
+        color["valueCodeableConcept"]["coding"][0]["code"],
+        "371244009"
+    );
+}
+
+#[tokio::test]
+async fn failures_become_tasks() {
+    let app = spawn_app().await;
+    let key = app.org_key("org-a").await;
+    let orm = receive(&app, &key, &sample("orm_o01.hl7"), "ORM^O01", "ORM-1").await;
+    let broken = app
+        .publish(&key, &json!({"eventType": "hl7.error", "messageType": "ADT^A01", "data": {"reason": "MSH-12 version 9.9 is not supported"}}))
+        .await;
+    assert_eq!(broken.status(), 201);
+    eventually("two tasks", || async {
+        let bundle: Value = app
+            .get(&key, "/fhir/Task")
+            .await
+            .json()
+            .await
+            .expect("json");
+        bundle["total"] == 2
+    })
+    .await;
+    let failed = events(&app, &key, "eventType=transform.failed").await;
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["data"]["eventId"], orm["id"]);
+    assert!(failed[0]["data"]["reason"]
+        .as_str()
+        .expect("reason")
+        .contains("unsupported"));
+    let bundle: Value = app
+        .get(&key, "/fhir/Task")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let descriptions: Vec<&str> = bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["resource"]["description"].as_str().expect("d"))
+        .collect();
+    assert!(
+        descriptions.iter().any(|d| d.contains("version 9.9")),
+        "{descriptions:?}"
+    );
+    assert!(
+        descriptions
+            .iter()
+            .any(|d| d.starts_with("transform.failed (ORM^O01 ORM-1)")),
+        "{descriptions:?}"
+    );
+    for entry in bundle["entry"].as_array().expect("entries") {
+        assert_eq!(entry["resource"]["status"], "requested");
+        assert_eq!(entry["resource"]["intent"], "order");
+        assert_eq!(
+            entry["resource"]["focus"]["identifier"]["system"],
+            "urn:switchboard:event"
+        );
+    }
+}
