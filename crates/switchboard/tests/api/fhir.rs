@@ -508,3 +508,49 @@ async fn capability_statement_lists_what_works() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_fhirclient_python_package_interoperates() {
+    let app = spawn_app().await;
+    let key = app.org_key("org-a").await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/py/fhir_interop.py"
+    );
+    let base = app.url("/fhir");
+    let output = tokio::process::Command::new("python3")
+        .args([script, &base, &key])
+        .output()
+        .await
+        .expect("run python3 (scripts/test.sh installs fhirclient)");
+    assert!(
+        output.status.success(),
+        "fhirclient failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(output.stdout.trim_ascii()).expect("json report");
+    assert_eq!(report["family"], "Interop-Updated");
+    assert_eq!(report["version"], "2");
+    assert_eq!(report["found"], json!([report["id"]]));
+    assert_eq!(report["bundle_total"], 1);
+    assert_eq!(report["gone"], true);
+    let events = app
+        .get_json(&key, "/api/events?eventType=fhir.*&order=asc")
+        .await;
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["eventType"].as_str().expect("t"))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "fhir.created",
+            "fhir.updated",
+            "fhir.searched",
+            "fhir.searched",
+            "fhir.deleted"
+        ]
+    );
+}
