@@ -123,15 +123,22 @@ impl Runner {
     /// Reads the log from the cursor until it is empty.
     async fn catch_up(&mut self) -> anyhow::Result<()> {
         loop {
+            // Never act on an event before it is durable: what lies above the durable head arrives by broadcast.
+            let durable = self.hub.durable_head();
             let page = self.hub.store().events_after(self.cursor, PAGE).await?;
-            let Some(last) = page.last().map(|e| e.seq) else {
+            let full_page = page.len() == PAGE;
+            let events: Vec<Arc<Event>> = page
+                .into_iter()
+                .filter(|e| e.seq <= durable)
+                .map(Arc::new)
+                .collect();
+            let Some(last) = events.last().map(|e| e.seq) else {
                 return Ok(());
             };
-            let events: Vec<Arc<Event>> = page.into_iter().map(Arc::new).collect();
             if !self.deliver(&events, last).await {
                 return Ok(());
             }
-            if events.len() < PAGE {
+            if !full_page || last >= durable {
                 return Ok(());
             }
         }

@@ -99,6 +99,8 @@ struct Inner {
     registry: Arc<listeners::Registry>,
     store: DynStore,
     config: HubConfig,
+    /// The highest `seq` that is durable and published; readers of the log never go past it.
+    durable_head: Arc<std::sync::atomic::AtomicI64>,
     stop_writer: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -112,10 +114,12 @@ impl Hub {
         let registry = Arc::new(listeners::Registry::default());
         let stop_writer = CancellationToken::new();
         let writer_done = CancellationToken::new();
+        let durable_head = Arc::new(std::sync::atomic::AtomicI64::new(head));
         let writer = writer::Writer {
             receiver,
             store: Arc::clone(&store),
             batches: batches.clone(),
+            durable_head: Arc::clone(&durable_head),
             head,
             last_timestamp,
             max_events: config.batch_max_events.max(1),
@@ -136,6 +140,7 @@ impl Hub {
                 registry,
                 store,
                 config,
+                durable_head,
                 stop_writer,
                 tasks: Mutex::new(vec![writer_task, dispatcher]),
             }),
@@ -187,6 +192,13 @@ impl Hub {
     /// Every committed batch from now on (for durable listeners, SSE and Socket.IO).
     pub fn batches(&self) -> broadcast::Receiver<Arc<CommittedBatch>> {
         self.inner.batches.subscribe()
+    }
+
+    /// The highest `seq` known durable. Events above it may be committed but not yet fsynced.
+    pub fn durable_head(&self) -> i64 {
+        self.inner
+            .durable_head
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn store(&self) -> &DynStore {

@@ -1,22 +1,32 @@
-//! The single writer: group commit of queued events.
+//! The single writer: pipelined group commit of queued events.
 //!
-//! The writer takes everything queued (up to `max_events`), optionally lingers to fill the batch, stamps ids and
-//! timestamps, commits the batch in one store transaction, answers every emitter, and publishes the batch.
-//! While one batch commits, the next one queues up, so batches grow with load and the fsync cost is shared.
+//! Two stages, both in commit order:
+//! 1. **commit** — take everything queued (up to `max_events`), optionally linger to fill the batch, stamp ids
+//!    and timestamps, and commit the batch in one store transaction ([`crate::store::Store::commit`]);
+//! 2. **acknowledge** — wait until the store has made that commit durable ([`crate::store::Store::sync`]: one
+//!    fsync covers every commit before it), then answer every emitter and publish the batch.
+//!
+//! While one fsync runs, the next batches commit, so the disk's sync latency is shared by many batches and
+//! throughput is bounded by CPU, not by fsync. Nothing is answered or published before it is durable.
 
 use super::{CommittedBatch, Emitted, Pending};
 use crate::event::{Event, Timestamp};
-use crate::store::{Appended, DynStore};
+use crate::store::{Appended, DynStore, StoreError, SyncTicket};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// Committed batches waiting for their fsync; beyond this the commit stage waits (backpressure).
+const PIPELINE_DEPTH: usize = 32;
 
 pub(super) struct Writer {
     pub receiver: mpsc::Receiver<Pending>,
     pub store: DynStore,
     pub batches: broadcast::Sender<Arc<CommittedBatch>>,
+    pub durable_head: Arc<AtomicI64>,
     pub head: i64,
     pub last_timestamp: Timestamp,
     pub max_events: usize,
@@ -25,8 +35,24 @@ pub(super) struct Writer {
     pub done: CancellationToken,
 }
 
+type Reply = oneshot::Sender<Result<Emitted, StoreError>>;
+
+/// A batch that is committed but maybe not yet durable.
+struct Committed {
+    outcome: Result<(Vec<Appended>, SyncTicket), StoreError>,
+    replies: Vec<Reply>,
+    prev_head: i64,
+}
+
 impl Writer {
     pub async fn run(mut self) {
+        let (to_ack, ack_queue) = mpsc::channel(PIPELINE_DEPTH);
+        let acker = tokio::spawn(acknowledge(
+            ack_queue,
+            Arc::clone(&self.store),
+            self.batches.clone(),
+            Arc::clone(&self.durable_head),
+        ));
         let mut pending: Vec<Pending> = Vec::with_capacity(self.max_events);
         let mut stopping = false;
         loop {
@@ -46,7 +72,17 @@ impl Writer {
                 self.fill(&mut pending).await;
             }
             metrics::gauge!("switchboard_emit_queue_depth").set(self.receiver.len() as f64);
-            self.commit(&mut pending).await;
+            let committed = self.commit(&mut pending).await;
+            if to_ack.send(committed).await.is_err() {
+                tracing::error!(
+                    "the acknowledge stage stopped; emitters of later batches get no answer"
+                );
+                break;
+            }
+        }
+        drop(to_ack);
+        if let Err(err) = acker.await {
+            tracing::error!(error = %err, "the acknowledge stage failed");
         }
         tracing::info!(head = self.head, "event writer stopped");
         self.done.cancel();
@@ -63,7 +99,7 @@ impl Writer {
         }
     }
 
-    async fn commit(&mut self, pending: &mut Vec<Pending>) {
+    async fn commit(&mut self, pending: &mut Vec<Pending>) -> Committed {
         // Timestamps never go backwards along seq, even if the clock does: history pages rely on it.
         let now = Timestamp::now().max(self.last_timestamp);
         self.last_timestamp = now;
@@ -75,46 +111,84 @@ impl Writer {
         }
         let size = batch.len();
         let started = Instant::now();
-        let result = self.store.append(batch).await;
+        let outcome = self.store.commit(batch).await;
         metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("switchboard_append_batch_size").record(size as f64);
-        match result {
-            Ok(outcomes) => {
-                let prev_head = self.head;
-                let mut published = Vec::with_capacity(outcomes.len());
-                for (outcome, reply) in outcomes.into_iter().zip(replies) {
-                    // An emitter that gave up waiting is fine: its event is committed all the same.
-                    let _ = match outcome {
-                        Appended::New(event) => {
-                            let event = Arc::new(event);
-                            self.head = self.head.max(event.seq);
-                            published.push(Arc::clone(&event));
-                            reply.send(Ok(Emitted {
-                                event,
-                                duplicate: false,
-                            }))
-                        }
-                        Appended::Existing(event) => reply.send(Ok(Emitted {
-                            event: Arc::new(event),
-                            duplicate: true,
-                        })),
-                        Appended::Refused(refusal) => reply.send(Err(refusal)),
-                    };
-                }
-                if !published.is_empty() {
-                    let _ = self.batches.send(Arc::new(CommittedBatch {
-                        prev_head,
-                        events: published,
-                    }));
+        let prev_head = self.head;
+        if let Ok((outcomes, _)) = &outcome {
+            for appended in outcomes {
+                if let Appended::New(event) = appended {
+                    self.head = self.head.max(event.seq);
                 }
             }
+        }
+        Committed {
+            outcome,
+            replies,
+            prev_head,
+        }
+    }
+}
+
+/// The second stage: make each committed batch durable, then answer and publish it, in commit order.
+async fn acknowledge(
+    mut queue: mpsc::Receiver<Committed>,
+    store: DynStore,
+    batches: broadcast::Sender<Arc<CommittedBatch>>,
+    durable_head: Arc<AtomicI64>,
+) {
+    while let Some(Committed {
+        outcome,
+        replies,
+        prev_head,
+    }) = queue.recv().await
+    {
+        let durable = match outcome {
+            Err(err) => Err(err),
+            Ok((outcomes, ticket)) => {
+                let started = Instant::now();
+                let synced = store.sync(ticket).await;
+                metrics::histogram!("switchboard_sync_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                synced.map(|()| outcomes)
+            }
+        };
+        let outcomes = match durable {
+            Ok(outcomes) => outcomes,
             Err(err) => {
                 metrics::counter!("switchboard_commit_failures_total").increment(1);
-                tracing::error!(error = %err, events = size, "batch commit failed; emitters get an error");
+                tracing::error!(error = %err, events = replies.len(), "batch not durable; emitters get an error");
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
+                continue;
             }
+        };
+        let mut published = Vec::with_capacity(outcomes.len());
+        for (appended, reply) in outcomes.into_iter().zip(replies) {
+            // An emitter that gave up waiting is fine: its event is committed all the same.
+            let _ = match appended {
+                Appended::New(event) => {
+                    let event = Arc::new(event);
+                    published.push(Arc::clone(&event));
+                    reply.send(Ok(Emitted {
+                        event,
+                        duplicate: false,
+                    }))
+                }
+                Appended::Existing(event) => reply.send(Ok(Emitted {
+                    event: Arc::new(event),
+                    duplicate: true,
+                })),
+                Appended::Refused(refusal) => reply.send(Err(refusal)),
+            };
+        }
+        if let Some(last) = published.last() {
+            durable_head.fetch_max(last.seq, Ordering::Release);
+            let _ = batches.send(Arc::new(CommittedBatch {
+                prev_head,
+                events: published,
+            }));
         }
     }
 }

@@ -52,6 +52,10 @@ impl From<rusqlite::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Identifies a commit that may not be durable yet (a position in the backend's commit order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct SyncTicket(pub u64);
+
 /// What became of one event of an appended batch.
 #[derive(Debug)]
 pub enum Appended {
@@ -70,7 +74,22 @@ pub trait Store: Send + Sync + 'static {
     /// An event whose `(org_id, idempotency_key)` is already stored is not stored again (`Existing` holds the
     /// first one). An event whose resource write is refused (If-Match mismatch, delete of an unknown resource) is
     /// `Refused` and the rest of the batch commits. An `Err` means nothing of the batch was committed.
-    async fn append(&self, batch: Vec<Event>) -> StoreResult<Vec<Appended>>;
+    async fn append(&self, batch: Vec<Event>) -> StoreResult<Vec<Appended>> {
+        let (outcomes, ticket) = self.commit(batch).await?;
+        self.sync(ticket).await?;
+        Ok(outcomes)
+    }
+
+    /// Commits a batch like [`Store::append`] but may return before the commit is durable; durability is
+    /// reached by [`Store::sync`] with the returned ticket. The hub's writer commits the next batch while an
+    /// earlier one syncs. Backends whose commit is already durable return a ticket that needs no sync.
+    async fn commit(&self, batch: Vec<Event>) -> StoreResult<(Vec<Appended>, SyncTicket)>;
+
+    /// Returns once every commit up to and including `ticket` is durable (one fsync may cover many commits).
+    async fn sync(&self, ticket: SyncTicket) -> StoreResult<()> {
+        let _ = ticket;
+        Ok(())
+    }
 
     /// The highest `seq` and timestamp committed so far (0 and the epoch for an empty log).
     async fn head(&self) -> StoreResult<(i64, Timestamp)>;
