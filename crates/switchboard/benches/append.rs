@@ -1,7 +1,7 @@
 //! Benchmark of the durable append path: `hub.emit` with 1 KB payloads on SQLite (`synchronous=FULL`).
 //!
 //! Run: `cargo bench -p switchboard --bench append` (add `-- --quick` for a short run).
-//! Prints events/s for 1, 16 and 256 concurrent emitters, then p50/p99 emit latency at 10,000 events/s offered.
+//! Prints events/s for 1, 16, 256 and 1024 concurrent emitters, then p50/p99 emit latency at 10,000 events/s offered.
 
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -106,7 +106,13 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         println!("durable append, 1 KB payloads, SQLite WAL synchronous=FULL, group commit");
-        for (emitters, total) in [(1, if quick { 500 } else { 2_000 }), (16, 50_000), (256, if quick { 200_000 } else { 1_000_000 })] {
+        let runs = [
+            (1, if quick { 500 } else { 2_000 }),
+            (16, 50_000),
+            (256, if quick { 200_000 } else { 1_000_000 }),
+            (1024, if quick { 200_000 } else { 1_000_000 }),
+        ];
+        for (emitters, total) in runs {
             let rate = throughput(emitters, total).await;
             println!("  {emitters:>4} emitters: {rate:>10.0} events/s ({total} events)");
         }
