@@ -1,4 +1,5 @@
-//! Benchmark of the durable append path: `hub.emit` with 1 KB payloads on SQLite (`synchronous=FULL`).
+//! Benchmark of the durable append path: `hub.emit` with 1 KB payloads on SQLite, every event fsynced before
+//! `emit` returns (the WAL is fsynced per group of commits, as `synchronous=FULL` would per commit).
 //!
 //! Run: `cargo bench -p switchboard --bench append` (add `-- --quick` for a short run).
 //! Prints events/s for 1, 16, 256 and 1024 concurrent emitters, then p50/p99 emit latency at 10,000 events/s offered.
@@ -105,7 +106,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        println!("durable append, 1 KB payloads, SQLite WAL synchronous=FULL, group commit");
+        println!("durable append, 1 KB payloads, SQLite WAL, fsync before every acknowledgement, group commit");
         let runs = [
             (1, if quick { 500 } else { 2_000 }),
             (16, 50_000),
