@@ -39,6 +39,7 @@ pub struct Config {
     pub hub: HubSettings,
     pub retention: RetentionConfig,
     pub auth: AuthConfig,
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -140,6 +141,7 @@ impl Config {
         if self.retention.batch_size == 0 || self.retention.interval_secs == 0 {
             return invalid("retention.batch_size and retention.interval_secs must be positive");
         }
+        self.webhooks.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -15,9 +15,13 @@ use utoipa::{Modify, OpenApi};
         super::keys::create, super::keys::list, super::keys::remove,
         super::audit::list,
         super::health::live, super::health::ready, super::health::metrics,
+        super::webhooks::create, super::webhooks::list, super::webhooks::get_one, super::webhooks::update,
+        super::webhooks::remove, super::webhooks::test, super::webhooks::secret, super::webhooks::rotate_secret,
+        super::webhooks::deliveries, super::webhooks::redrive_subscription, super::webhooks::replay,
+        super::webhooks::dlq, super::webhooks::redrive_delivery,
     ),
     modifiers(&BearerAuth),
-    tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"))
+    tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"), (name = "webhooks"))
 )]
 pub struct ApiDoc;
 

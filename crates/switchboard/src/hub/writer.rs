@@ -4,7 +4,7 @@
 //! timestamps, commits the batch in one store transaction, answers every emitter, and publishes the batch.
 //! While one batch commits, the next one queues up, so batches grow with load and the fsync cost is shared.
 
-use super::{CommittedBatch, Emitted, Pending};
+use super::{CommittedBatch, Emitted, OutboxRouter, Pending};
 use crate::event::{Event, Timestamp};
 use crate::store::DynStore;
 use std::sync::Arc;
@@ -23,6 +23,8 @@ pub(super) struct Writer {
     pub linger: Duration,
     pub stop: CancellationToken,
     pub done: CancellationToken,
+    /// Webhook deliveries to write with each batch (transactional outbox).
+    pub outbox: Option<Arc<dyn OutboxRouter>>,
 }
 
 impl Writer {
@@ -75,7 +77,20 @@ impl Writer {
         }
         let size = batch.len();
         let started = Instant::now();
-        let result = self.store.append(batch).await;
+        let mut outbox = Vec::new();
+        if let Some(router) = &self.outbox {
+            router.route(&batch, now, &mut outbox);
+        }
+        let result = if outbox.is_empty() {
+            self.store.append(batch).await
+        } else {
+            let entries = outbox.clone();
+            let result = self.store.append_with_outbox(batch, entries).await;
+            if let (Ok(_), Some(router)) = (&result, &self.outbox) {
+                router.committed(&outbox);
+            }
+            result
+        };
         metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("switchboard_append_batch_size").record(size as f64);
         match result {

@@ -7,8 +7,10 @@
 
 mod records;
 pub mod sqlite;
+pub mod webhooks;
 
 pub use records::{ApiKeyRecord, AuditEntry, AuditQuery, EventCursor, EventQuery, Order};
+pub use webhooks::{OutboxEntry, WebhookStore};
 
 use crate::event::{Event, Timestamp};
 use async_trait::async_trait;
@@ -53,6 +55,17 @@ pub trait Store: Send + Sync + 'static {
     /// An event whose `(org_id, idempotency_key)` is already stored is not stored again: its slot in the result
     /// holds the event that was stored first (recognisable by its different `id`).
     async fn append(&self, batch: Vec<Event>) -> StoreResult<Vec<Event>>;
+
+    /// Like [`Store::append`], and in the same transaction writes the webhook deliveries in `outbox` (each for
+    /// the event at its `event_index`), skipping those of events that were idempotent repeats.
+    async fn append_with_outbox(
+        &self,
+        batch: Vec<Event>,
+        outbox: Vec<OutboxEntry>,
+    ) -> StoreResult<Vec<Event>>;
+
+    /// Webhook subscriptions, deliveries and attempts.
+    fn webhooks(&self) -> &dyn WebhookStore;
 
     /// The highest `seq` and timestamp committed so far (0 and the epoch for an empty log).
     async fn head(&self) -> StoreResult<(i64, Timestamp)>;

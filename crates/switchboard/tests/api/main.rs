@@ -8,3 +8,4 @@ mod keys;
 mod kill;
 mod openapi;
 mod store_conformance;
+mod webhooks;

@@ -390,3 +390,6 @@ async fn cursors_keys_and_audit() {
     assert_eq!(emits.len(), 2);
     store.ping().await.expect("ping");
 }
+
+/// The webhook part of the contract (subscriptions, outbox, claims, attempts).
+mod webhooks;

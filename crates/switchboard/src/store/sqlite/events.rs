@@ -1,7 +1,7 @@
 //! Event log statements: the batched append, history queries and the retention purge.
 
 use crate::event::{Event, EventType, Source, Timestamp, SPEC_VERSION};
-use crate::store::{EventQuery, Order, StoreError, StoreResult};
+use crate::store::{EventQuery, Order, OutboxEntry, StoreError, StoreResult};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde_json::value::RawValue;
@@ -10,7 +10,12 @@ use uuid::Uuid;
 const COLUMNS: &str = "seq, id, ts, org_id, event_type, source, message_type, message_control_id, \
                        resource_type, resource_id, data, metadata, actor, idempotency_key";
 
-pub(super) fn append(conn: &mut Connection, mut batch: Vec<Event>) -> StoreResult<Vec<Event>> {
+/// Inserts the batch and, for each newly stored event, its webhook deliveries from `outbox`.
+pub(super) fn append(
+    conn: &mut Connection,
+    mut batch: Vec<Event>,
+    outbox: &[OutboxEntry],
+) -> StoreResult<Vec<Event>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut insert = tx.prepare_cached(
@@ -18,7 +23,8 @@ pub(super) fn append(conn: &mut Connection, mut batch: Vec<Event>) -> StoreResul
              resource_type, resource_id, data, metadata, actor, idempotency_key) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
-        for event in batch.iter_mut() {
+        let mut deliveries = outbox.iter().peekable();
+        for (index, event) in batch.iter_mut().enumerate() {
             let inserted = insert.execute(params![
                 &event.id.as_bytes()[..],
                 event.timestamp.0,
@@ -34,9 +40,12 @@ pub(super) fn append(conn: &mut Connection, mut batch: Vec<Event>) -> StoreResul
                 event.actor,
                 event.idempotency_key,
             ])?;
+            let mine = std::iter::from_fn(|| deliveries.next_if(|d| d.event_index == index));
             if inserted == 1 {
                 event.seq = tx.last_insert_rowid();
+                super::webhooks::insert_outbox(&tx, event, mine)?;
             } else {
+                mine.for_each(drop);
                 *event = first_with_idempotency_key(
                     &tx,
                     &event.org_id,
@@ -206,7 +215,7 @@ pub(super) fn purge_before(
     Ok(deleted as u64)
 }
 
-fn decode_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+pub(super) fn decode_row(row: &Row<'_>) -> rusqlite::Result<Event> {
     let bad = |idx: usize, what: &str| {
         rusqlite::Error::FromSqlConversionFailure(
             idx,

@@ -1,8 +1,9 @@
 //! The SQLite schema, as numbered migrations applied in order at start. Append new ones; never edit old ones.
 
-pub const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id BLOB NOT NULL,
@@ -55,4 +56,6 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_org_ts ON audit_log (org_id, ts);
 CREATE INDEX audit_ts ON audit_log (ts);
 "#,
-)];
+    ),
+    (2, super::webhooks::MIGRATION),
+];

@@ -7,6 +7,7 @@
 mod admin;
 mod events;
 mod migrations;
+mod webhooks;
 
 use super::{StoreError, StoreResult};
 use crate::event::Pattern;
@@ -159,7 +160,21 @@ impl super::Store for SqliteStore {
         &self,
         batch: Vec<crate::event::Event>,
     ) -> StoreResult<Vec<crate::event::Event>> {
-        self.write(move |conn| events::append(conn, batch)).await
+        self.write(move |conn| events::append(conn, batch, &[]))
+            .await
+    }
+
+    async fn append_with_outbox(
+        &self,
+        batch: Vec<crate::event::Event>,
+        outbox: Vec<super::OutboxEntry>,
+    ) -> StoreResult<Vec<crate::event::Event>> {
+        self.write(move |conn| events::append(conn, batch, &outbox))
+            .await
+    }
+
+    fn webhooks(&self) -> &dyn super::WebhookStore {
+        self
     }
 
     async fn head(&self) -> StoreResult<(i64, crate::event::Timestamp)> {
