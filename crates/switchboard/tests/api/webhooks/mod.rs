@@ -235,6 +235,12 @@ pub async fn publish_custom(app: &TestApp, key: &str, event_type: &str, data: Va
 /// Checks a delivery with the Standard Webhooks reference library (Python) and by recomputing the seed's
 /// `X-EHRConnect-Signature` header.
 pub fn verify_signatures(secret: &str, received: &Received) {
+    verify_signatures_with(secret, received, "x-ehrconnect-signature");
+}
+
+/// As [`verify_signatures`], with the seed-style signature read from `seed_header` (the previous secret's
+/// signature travels in `X-EHRConnect-Signature-Previous` during a rotation).
+pub fn verify_signatures_with(secret: &str, received: &Received, seed_header: &str) {
     let headers: HashMap<String, String> = received
         .headers
         .iter()
@@ -276,5 +282,5 @@ pub fn verify_signatures(secret: &str, received: &Received) {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("key");
     mac.update(&received.body);
     let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    assert_eq!(received.header("x-ehrconnect-signature"), expected);
+    assert_eq!(received.header(seed_header), expected);
 }
