@@ -76,7 +76,15 @@ pub async fn run(
         // Shown once, on first start only: the hash is all that is kept.
         println!("Created the admin API token (shown only this once): {token}");
     }
-    let hub = Hub::start(Arc::clone(&store), config.hub_config()).await?;
+    let webhooks = crate::webhooks::Webhooks::new(Arc::clone(&store), config.webhooks.clone())
+        .await
+        .context("cannot start webhooks")?;
+    let hub = Hub::start_with_outbox(
+        Arc::clone(&store),
+        config.hub_config(),
+        Some(webhooks.outbox_router()),
+    )
+    .await?;
 
     let background = CancellationToken::new();
     let mut tasks = vec![
@@ -108,12 +116,14 @@ pub async fn run(
             background.clone(),
         ));
     }
+    tasks.extend(webhooks.spawn(background.clone()));
 
     let state = AppState {
         hub: hub.clone(),
         store: Arc::clone(&store),
         config: Arc::new(config),
         metrics,
+        webhooks,
     };
     let http_addr = listeners.http.local_addr()?;
     tracing::info!(http = %http_addr, "switchboard is serving");

@@ -40,6 +40,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub listeners: ListenersConfig,
     pub auth: AuthConfig,
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 /// Which built-in durable listeners run.
@@ -149,6 +150,7 @@ impl Config {
         if self.retention.batch_size == 0 || self.retention.interval_secs == 0 {
             return invalid("retention.batch_size and retention.interval_secs must be positive");
         }
+        self.webhooks.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! - [`listeners`]: built-in durable listeners (audit logger, metrics collector).
 //! - [`app`]: `run(config, listeners, shutdown)`, startup and graceful shutdown.
 //! - [`config`]: layered configuration.
+//! - [`webhooks`]: subscriptions, the transactional outbox and the delivery worker.
 
 pub mod api;
 pub mod app;
@@ -24,6 +25,7 @@ pub mod retention;
 pub mod store;
 pub mod transform;
 pub mod util;
+pub mod webhooks;
 
 pub use app::{run, Application, Listeners};
 pub use config::Config;

@@ -7,6 +7,13 @@ pub fn serialize_ts<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&ts.to_rfc3339())
 }
 
+pub fn serialize_opt_ts<S: Serializer>(ts: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match ts {
+        Some(ts) => s.serialize_str(&ts.to_rfc3339()),
+        None => s.serialize_none(),
+    }
+}
+
 /// Appends `field` to `out` as one CSV field (RFC 4180 quoting when needed).
 pub fn push_csv_field(out: &mut String, field: &str) {
     if field.contains([',', '"', '\n', '\r']) {

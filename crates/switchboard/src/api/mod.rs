@@ -9,6 +9,7 @@ pub mod fhir;
 pub mod health;
 pub mod keys;
 pub mod openapi;
+pub mod webhooks;
 
 use crate::auth::{Caller, Scope};
 use crate::config::Config;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub store: DynStore,
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
+    pub webhooks: crate::webhooks::Webhooks,
 }
 
 /// The org a query may see: an admin sees the org it names (or all), an org key only its own.
@@ -52,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .merge(fhir::router())
         .merge(audit::router())
         .merge(health::router())
+        .merge(webhooks::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::not_found("route") })
         .with_state(state)

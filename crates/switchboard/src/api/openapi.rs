@@ -17,9 +17,13 @@ use utoipa::{Modify, OpenApi};
         super::fhir::create, super::fhir::update, super::fhir::remove, super::fhir::read, super::fhir::vread,
         super::fhir::search, super::fhir::metadata,
         super::health::live, super::health::ready, super::health::metrics,
+        super::webhooks::create, super::webhooks::list, super::webhooks::get_one, super::webhooks::update,
+        super::webhooks::remove, super::webhooks::test, super::webhooks::secret, super::webhooks::rotate_secret,
+        super::webhooks::deliveries, super::webhooks::redrive_subscription, super::webhooks::replay,
+        super::webhooks::dlq, super::webhooks::redrive_delivery,
     ),
     modifiers(&BearerAuth),
-    tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"), (name = "fhir"))
+    tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"), (name = "fhir"), (name = "webhooks"))
 )]
 pub struct ApiDoc;
 

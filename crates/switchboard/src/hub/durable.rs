@@ -215,7 +215,8 @@ impl Runner {
             }
         }
         self.cursor = through;
-        metrics::gauge!("switchboard_listener_cursor", "listener" => name.clone()).set(through as f64);
+        metrics::gauge!("switchboard_listener_cursor", "listener" => name.clone())
+            .set(through as f64);
         let lag = (self.hub.durable_head() - through).max(0);
         metrics::gauge!("switchboard_listener_lag_events", "listener" => name).set(lag as f64);
         true

@@ -12,8 +12,8 @@ mod writer;
 pub use durable::{spawn_durable, DurableHandler};
 pub use listeners::{EventFilter, Listener, ListenerSpec};
 
-use crate::event::{Event, NewEvent, ValidationError};
-use crate::store::{DynStore, StoreError};
+use crate::event::{Event, NewEvent, Timestamp, ValidationError};
+use crate::store::{DynStore, OutboxEntry, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot, Mutex};
@@ -80,6 +80,16 @@ pub(crate) struct Pending {
     reply: oneshot::Sender<Result<Emitted, StoreError>>,
 }
 
+/// Decides, for each batch the writer is about to commit, which webhook deliveries to write in the same
+/// transaction (the transactional outbox). It runs on the writer's path, so it must only read memory.
+pub trait OutboxRouter: Send + Sync + 'static {
+    /// Appends the deliveries for `events` to `out`, in `event_index` order, due at `now`.
+    fn route(&self, events: &[Event], now: Timestamp, out: &mut Vec<OutboxEntry>);
+
+    /// Called after a batch and its deliveries committed (not for a batch that failed).
+    fn committed(&self, entries: &[OutboxEntry]);
+}
+
 /// The result of an emit: the stored event, and whether it was an idempotent repeat of an earlier one.
 #[derive(Debug, Clone)]
 pub struct Emitted {
@@ -108,6 +118,15 @@ struct Inner {
 impl Hub {
     /// Starts the writer and the dispatcher over `store`.
     pub async fn start(store: DynStore, config: HubConfig) -> Result<Hub, StoreError> {
+        Self::start_with_outbox(store, config, None).await
+    }
+
+    /// Like [`Hub::start`], with a router whose deliveries are committed together with their events.
+    pub async fn start_with_outbox(
+        store: DynStore,
+        config: HubConfig,
+        outbox: Option<std::sync::Arc<dyn OutboxRouter>>,
+    ) -> Result<Hub, StoreError> {
         let (head, last_timestamp) = store.head().await?;
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let (batches, _) = broadcast::channel(config.broadcast_capacity.max(16));
@@ -126,6 +145,7 @@ impl Hub {
             linger: config.batch_linger,
             stop: stop_writer.clone(),
             done: writer_done.clone(),
+            outbox,
         };
         let writer_task = tokio::spawn(writer.run());
         let dispatcher = tokio::spawn(listeners::dispatch(

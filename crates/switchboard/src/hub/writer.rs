@@ -9,9 +9,9 @@
 //! While one fsync runs, the next batches commit, so the disk's sync latency is shared by many batches and
 //! throughput is bounded by CPU, not by fsync. Nothing is answered or published before it is durable.
 
-use super::{CommittedBatch, Emitted, Pending};
+use super::{CommittedBatch, Emitted, OutboxRouter, Pending};
 use crate::event::{Event, Timestamp};
-use crate::store::{Appended, DynStore, StoreError, SyncTicket};
+use crate::store::{Appended, DynStore, OutboxEntry, StoreError, SyncTicket};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,13 +33,15 @@ pub(super) struct Writer {
     pub linger: Duration,
     pub stop: CancellationToken,
     pub done: CancellationToken,
+    /// Webhook deliveries to write with each batch (transactional outbox).
+    pub outbox: Option<Arc<dyn OutboxRouter>>,
 }
 
 type Reply = oneshot::Sender<Result<Emitted, StoreError>>;
 
 /// A batch that is committed but maybe not yet durable.
 struct Committed {
-    outcome: Result<(Vec<Appended>, SyncTicket), StoreError>,
+    outcome: Result<(Vec<Appended>, Vec<OutboxEntry>, SyncTicket), StoreError>,
     replies: Vec<Reply>,
     prev_head: i64,
 }
@@ -52,6 +54,7 @@ impl Writer {
             Arc::clone(&self.store),
             self.batches.clone(),
             Arc::clone(&self.durable_head),
+            self.outbox.clone(),
         ));
         let mut pending: Vec<Pending> = Vec::with_capacity(self.max_events);
         let mut stopping = false;
@@ -111,11 +114,15 @@ impl Writer {
         }
         let size = batch.len();
         let started = Instant::now();
-        let outcome = self.store.commit(batch).await;
+        let outcome = self
+            .store
+            .commit(batch, self.outbox.clone())
+            .await
+            .map(|c| (c.appended, c.outbox, c.ticket));
         metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("switchboard_append_batch_size").record(size as f64);
         let prev_head = self.head;
-        if let Ok((outcomes, _)) = &outcome {
+        if let Ok((outcomes, _, _)) = &outcome {
             for appended in outcomes {
                 if let Appended::New(event) = appended {
                     self.head = self.head.max(event.seq);
@@ -136,6 +143,7 @@ async fn acknowledge(
     store: DynStore,
     batches: broadcast::Sender<Arc<CommittedBatch>>,
     durable_head: Arc<AtomicI64>,
+    outbox_router: Option<Arc<dyn OutboxRouter>>,
 ) {
     while let Some(Committed {
         outcome,
@@ -145,9 +153,15 @@ async fn acknowledge(
     {
         let durable = match outcome {
             Err(err) => Err(err),
-            Ok((outcomes, ticket)) => {
+            Ok((outcomes, outbox, ticket)) => {
                 let started = Instant::now();
                 let synced = store.sync(ticket).await;
+                // Deliveries may start only once their rows (and events) are durable.
+                if let (Ok(()), Some(router)) = (&synced, &outbox_router) {
+                    if !outbox.is_empty() {
+                        router.committed(&outbox);
+                    }
+                }
                 metrics::histogram!("switchboard_sync_seconds")
                     .record(started.elapsed().as_secs_f64());
                 synced.map(|()| outcomes)

@@ -7,13 +7,16 @@
 
 mod records;
 pub mod sqlite;
+pub mod webhooks;
 
 pub use records::{
     ApiKeyRecord, AuditEntry, AuditQuery, EventCursor, EventQuery, Order, ResourcePage,
     ResourceWrite, StoredResource, WriteAction,
 };
+pub use webhooks::{OutboxEntry, WebhookStore};
 
 use crate::event::{Event, Timestamp};
+use crate::hub::OutboxRouter;
 use async_trait::async_trait;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -56,6 +59,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct SyncTicket(pub u64);
 
+/// A committed (maybe not yet durable) batch.
+#[derive(Debug)]
+pub struct Committed {
+    /// One per event of the batch, in order.
+    pub appended: Vec<Appended>,
+    /// The webhook deliveries written with it (`event_index` = position in the batch).
+    pub outbox: Vec<OutboxEntry>,
+    pub ticket: SyncTicket,
+}
+
 /// What became of one event of an appended batch.
 #[derive(Debug)]
 pub enum Appended {
@@ -75,21 +88,32 @@ pub trait Store: Send + Sync + 'static {
     /// first one). An event whose resource write is refused (If-Match mismatch, delete of an unknown resource) is
     /// `Refused` and the rest of the batch commits. An `Err` means nothing of the batch was committed.
     async fn append(&self, batch: Vec<Event>) -> StoreResult<Vec<Appended>> {
-        let (outcomes, ticket) = self.commit(batch).await?;
-        self.sync(ticket).await?;
-        Ok(outcomes)
+        let committed = self.commit(batch, None).await?;
+        self.sync(committed.ticket).await?;
+        Ok(committed.appended)
     }
 
     /// Commits a batch like [`Store::append`] but may return before the commit is durable; durability is
     /// reached by [`Store::sync`] with the returned ticket. The hub's writer commits the next batch while an
     /// earlier one syncs. Backends whose commit is already durable return a ticket that needs no sync.
-    async fn commit(&self, batch: Vec<Event>) -> StoreResult<(Vec<Appended>, SyncTicket)>;
+    ///
+    /// With a `router`, each newly stored event (after its resource write decided its final type and data) is
+    /// routed to the matching webhook subscriptions and their deliveries are written in the same transaction
+    /// (transactional outbox); idempotent repeats and refused events get none.
+    async fn commit(
+        &self,
+        batch: Vec<Event>,
+        router: Option<Arc<dyn OutboxRouter>>,
+    ) -> StoreResult<Committed>;
 
     /// Returns once every commit up to and including `ticket` is durable (one fsync may cover many commits).
     async fn sync(&self, ticket: SyncTicket) -> StoreResult<()> {
         let _ = ticket;
         Ok(())
     }
+
+    /// Webhook subscriptions, deliveries and attempts.
+    fn webhooks(&self) -> &dyn WebhookStore;
 
     /// The highest `seq` and timestamp committed so far (0 and the epoch for an empty log).
     async fn head(&self) -> StoreResult<(i64, Timestamp)>;

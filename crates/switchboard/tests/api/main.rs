@@ -10,3 +10,4 @@ mod kill;
 mod openapi;
 mod store_conformance;
 mod transform;
+mod webhooks;

@@ -537,3 +537,5 @@ async fn resource_writes_commit_with_their_event_and_refusals_spare_the_batch() 
         .expect("append");
     assert!(matches!(&again[0], Appended::Refused(StoreError::Gone(_))));
 }
+/// The webhook part of the contract (subscriptions, outbox, claims, attempts).
+mod webhooks;

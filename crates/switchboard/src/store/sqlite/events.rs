@@ -1,7 +1,8 @@
 //! Event log statements: the batched append, history queries and the retention purge.
 
 use crate::event::{Event, EventType, Source, Timestamp, SPEC_VERSION};
-use crate::store::{Appended, EventQuery, Order, StoreError, StoreResult};
+use crate::hub::OutboxRouter;
+use crate::store::{Appended, EventQuery, Order, OutboxEntry, StoreError, StoreResult};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde_json::value::RawValue;
@@ -10,16 +11,23 @@ use uuid::Uuid;
 const COLUMNS: &str = "seq, id, ts, org_id, event_type, source, message_type, message_control_id, \
                        resource_type, resource_id, data, metadata, actor, idempotency_key";
 
-pub(super) fn append(conn: &mut Connection, batch: Vec<Event>) -> StoreResult<Vec<Appended>> {
+/// Inserts the batch (applying resource writes first) and, for each newly stored event, the webhook deliveries
+/// the router picks for it; returns what became of each event and the deliveries written.
+pub(super) fn append(
+    conn: &mut Connection,
+    batch: Vec<Event>,
+    router: Option<&dyn OutboxRouter>,
+) -> StoreResult<(Vec<Appended>, Vec<OutboxEntry>)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
+    let mut outbox = Vec::new();
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO events (id, ts, org_id, event_type, source, message_type, message_control_id, \
              resource_type, resource_id, data, metadata, actor, idempotency_key) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
-        for mut event in batch {
+        for (index, mut event) in batch.into_iter().enumerate() {
             if let Some(write) = event.write.take() {
                 match super::fhir::apply_write(&tx, &mut event, *write) {
                     Ok(()) => {}
@@ -52,6 +60,14 @@ pub(super) fn append(conn: &mut Connection, batch: Vec<Event>) -> StoreResult<Ve
             ])?;
             if inserted == 1 {
                 event.seq = tx.last_insert_rowid();
+                if let Some(router) = router {
+                    let first = outbox.len();
+                    router.route(std::slice::from_ref(&event), event.timestamp, &mut outbox);
+                    for entry in &mut outbox[first..] {
+                        entry.event_index = index;
+                    }
+                    super::webhooks::insert_outbox(&tx, &event, outbox[first..].iter())?;
+                }
                 results.push(Appended::New(event));
             } else {
                 let first = first_with_idempotency_key(
@@ -64,7 +80,7 @@ pub(super) fn append(conn: &mut Connection, batch: Vec<Event>) -> StoreResult<Ve
         }
     }
     tx.commit()?;
-    Ok(results)
+    Ok((results, outbox))
 }
 
 fn first_with_idempotency_key(
@@ -224,7 +240,7 @@ pub(super) fn purge_before(
     Ok(deleted as u64)
 }
 
-fn decode_row(row: &Row<'_>) -> rusqlite::Result<Event> {
+pub(super) fn decode_row(row: &Row<'_>) -> rusqlite::Result<Event> {
     let bad = |idx: usize, what: &str| {
         rusqlite::Error::FromSqlConversionFailure(
             idx,

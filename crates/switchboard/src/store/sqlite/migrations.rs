@@ -57,7 +57,7 @@ CREATE INDEX audit_org_ts ON audit_log (org_id, ts);
 CREATE INDEX audit_ts ON audit_log (ts);
 "#,
     ),
-    // 2 is taken by the webhook tables.
+    // 2: the webhook tables, in `webhooks.rs`.
     (
         3,
         r#"
@@ -94,4 +94,5 @@ CREATE TABLE fhir_search (
 CREATE INDEX fhir_search_by_id ON fhir_search (org_id, resource_type, id);
 "#,
     ),
+    (2, super::webhooks::MIGRATION),
 ];

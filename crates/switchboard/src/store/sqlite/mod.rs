@@ -9,6 +9,7 @@ mod events;
 mod fhir;
 mod migrations;
 mod syncer;
+mod webhooks;
 
 use super::{StoreError, StoreResult};
 use crate::event::Pattern;
@@ -208,17 +209,26 @@ impl super::Store for SqliteStore {
     async fn commit(
         &self,
         batch: Vec<crate::event::Event>,
-    ) -> StoreResult<(Vec<super::Appended>, super::SyncTicket)> {
+        router: Option<Arc<dyn crate::hub::OutboxRouter>>,
+    ) -> StoreResult<super::Committed> {
         let syncer = Arc::clone(&self.syncer);
         self.write(move |conn| {
-            let outcomes = events::append(conn, batch)?;
-            Ok((outcomes, syncer.committed()))
+            let (appended, outbox) = events::append(conn, batch, router.as_deref())?;
+            Ok(super::Committed {
+                appended,
+                outbox,
+                ticket: syncer.committed(),
+            })
         })
         .await
     }
 
     async fn sync(&self, ticket: super::SyncTicket) -> StoreResult<()> {
         self.syncer.sync(ticket).await
+    }
+
+    fn webhooks(&self) -> &dyn super::WebhookStore {
+        self
     }
 
     async fn head(&self) -> StoreResult<(i64, crate::event::Timestamp)> {
