@@ -39,6 +39,8 @@ pub struct Config {
     pub hub: HubSettings,
     pub retention: RetentionConfig,
     pub auth: AuthConfig,
+    pub mllp: crate::mllp::MllpConfig,
+    pub hl7: crate::mllp::Hl7Config,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -140,6 +142,8 @@ impl Config {
         if self.retention.batch_size == 0 || self.retention.interval_secs == 0 {
             return invalid("retention.batch_size and retention.interval_secs must be positive");
         }
+        self.mllp.validate().map_err(ConfigError::Invalid)?;
+        self.hl7.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -14,10 +14,11 @@ use utoipa::{Modify, OpenApi};
         super::events::publish, super::events::list, super::events::get_one, super::events::export,
         super::keys::create, super::keys::list, super::keys::remove,
         super::audit::list,
+        super::hl7::send,
         super::health::live, super::health::ready, super::health::metrics,
     ),
     modifiers(&BearerAuth),
-    tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"))
+    tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"), (name = "hl7"))
 )]
 pub struct ApiDoc;
 
