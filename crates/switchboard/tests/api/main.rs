@@ -6,5 +6,6 @@ mod hub;
 mod isolation;
 mod keys;
 mod kill;
+mod mllp;
 mod openapi;
 mod store_conformance;
