@@ -28,6 +28,12 @@
 //!   restarts at the new start block, so the next `decode` call continues
 //!   normally. The error is recoverable: see [`FrameError::is_recoverable`].
 //!
+//! * **What was dropped.** After `TooLarge` or `Truncated`,
+//!   [`MllpDecoder::take_rejected`] returns the first bytes (at most
+//!   [`REJECTED_HEAD`]) of the dropped frame, enough to read its MSH and
+//!   answer or label it; [`MllpDecoder::partial_frame`] shows the frame in
+//!   progress (for a peer that disconnects mid-frame).
+//!
 //! The decoder keeps one internal `Vec<u8>`; consumed bytes are removed
 //! lazily (only when more input is needed), and each byte is scanned once even
 //! when a frame arrives in many small pieces.
@@ -42,6 +48,8 @@ pub const END_BLOCK: u8 = 0x1C;
 pub const CARRIAGE_RETURN: u8 = 0x0D;
 /// Maximum frame size used by [`MllpDecoder::default`]: 1 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+/// How many bytes of a dropped frame [`MllpDecoder::take_rejected`] keeps.
+pub const REJECTED_HEAD: usize = 4096;
 
 /// Append `msg` wrapped in MLLP framing to `out`.
 pub fn encode_frame(msg: &[u8], out: &mut Vec<u8>) {
@@ -89,6 +97,8 @@ pub struct MllpDecoder {
     /// Position up to which the current frame's content is known to contain
     /// no marker byte.
     scanned: usize,
+    /// Head of the last frame dropped as too large or truncated.
+    rejected: Vec<u8>,
 }
 
 impl Default for MllpDecoder {
@@ -107,6 +117,7 @@ impl MllpDecoder {
             pos: 0,
             in_frame: false,
             scanned: 0,
+            rejected: Vec::new(),
         }
     }
 
@@ -130,6 +141,28 @@ impl MllpDecoder {
     /// disconnect from one in the middle of a message).
     pub fn is_mid_frame(&self) -> bool {
         self.in_frame
+    }
+
+    /// The content received so far of a frame that has started but not ended
+    /// (empty between frames).
+    pub fn partial_frame(&self) -> &[u8] {
+        if self.in_frame {
+            self.buf.get(self.pos..).unwrap_or_default()
+        } else {
+            &[]
+        }
+    }
+
+    /// The first bytes (at most [`REJECTED_HEAD`]) of the frame dropped by
+    /// the last `TooLarge` or `Truncated` error; empty if there was none
+    /// since the last call.
+    pub fn take_rejected(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.rejected)
+    }
+
+    fn keep_rejected(&mut self, start: usize, end: usize) {
+        let end = end.min(start.saturating_add(REJECTED_HEAD));
+        self.rejected = self.buf.get(start..end).unwrap_or_default().to_vec();
     }
 
     /// Try to pull the next complete frame out of the buffered bytes.
@@ -169,6 +202,7 @@ impl MllpDecoder {
         if self.buf.get(at) == Some(&START_BLOCK) {
             // The old start block plus the partial content are dropped; the
             // new start block at `at` begins the next frame.
+            self.keep_rejected(content_start, at);
             discarded += at - content_start + 1;
             self.pos = at + 1;
             self.scanned = self.pos;
@@ -196,6 +230,7 @@ impl MllpDecoder {
     /// Drop the oversized partial frame (everything before `upto`) and go back
     /// to looking for a start block.
     fn too_large(&mut self, upto: usize) -> FrameError {
+        self.keep_rejected(self.pos, upto);
         self.pos = upto;
         self.in_frame = false;
         self.compact();
@@ -366,6 +401,24 @@ mod tests {
             })
         );
         assert_eq!(drain(&mut dec).0, vec![b"full".to_vec()]);
+    }
+
+    #[test]
+    fn dropped_frames_can_be_inspected() {
+        let mut dec = MllpDecoder::new(4);
+        dec.feed(b"\x0bMSH|abcdef");
+        assert_eq!(dec.decode(), Err(FrameError::TooLarge { limit: 4 }));
+        assert_eq!(dec.take_rejected(), b"MSH|abcdef".to_vec());
+        assert!(dec.take_rejected().is_empty());
+        let mut dec = MllpDecoder::default();
+        dec.feed(b"\x0bMSH|1");
+        assert_eq!(dec.decode().unwrap().frame, None);
+        assert_eq!(dec.partial_frame(), b"MSH|1");
+        dec.feed(b"\x0bMSH|2\x1c\x0d");
+        assert!(dec.decode().is_err());
+        assert_eq!(dec.take_rejected(), b"MSH|1".to_vec());
+        assert_eq!(drain(&mut dec).0, vec![b"MSH|2".to_vec()]);
+        assert!(dec.partial_frame().is_empty());
     }
 
     #[test]

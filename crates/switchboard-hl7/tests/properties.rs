@@ -66,10 +66,13 @@ fn any_input() -> impl Strategy<Value = Vec<u8>> {
 
 /// Every public entry point on one input; must not panic.
 fn exercise(input: &[u8]) {
+    let _ = switchboard_hl7::message::peek_header(input);
     match Message::parse(input) {
         Ok(msg) => {
             let _ = validate(&msg);
-            let _ = msg.to_json();
+            let value = msg.to_json();
+            let streamed = serde_json::to_value(msg.json_view()).unwrap();
+            assert_eq!(value, streamed);
             for path in ["MSH-1", "MSH-2", "MSH-9", "PID-5.1.2", "OBX[2]-5", "MSA-2"] {
                 let _ = msg.get(path);
             }

@@ -82,3 +82,12 @@ fn latin1_sample_round_trips_through_its_charset() {
     assert_eq!(msg.encoding(), Charset::Latin1);
     assert_eq!(Charset::Latin1.encode(msg.raw()), data);
 }
+
+#[test]
+fn streamed_json_matches_value_json() {
+    for (name, data) in SAMPLES {
+        let msg = Message::parse(data).unwrap();
+        let streamed = serde_json::to_value(msg.json_view()).unwrap();
+        assert_eq!(streamed, msg.to_json(), "{name}");
+    }
+}

@@ -8,7 +8,7 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::hub::{spawn_durable, Hub};
 use crate::listeners::{AuditLogger, MetricsCollector, TaskCreator, Transformer};
-use crate::{auth, retention, store};
+use crate::{auth, mllp, retention, store};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 /// The sockets the application serves on, bound before `run` so callers (and tests) know the ports.
 pub struct Listeners {
     pub http: TcpListener,
+    pub mllp: Vec<mllp::BoundListener>,
 }
 
 impl Listeners {
@@ -27,7 +28,16 @@ impl Listeners {
         let http = TcpListener::bind(config.http.addr)
             .await
             .with_context(|| format!("cannot listen on {}", config.http.addr))?;
-        Ok(Listeners { http })
+        let mllp = mllp::bind_all(config.mllp.listeners()).await?;
+        Ok(Listeners { http, mllp })
+    }
+
+    /// The bound MLLP listeners by name, in configuration order.
+    pub fn mllp_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.mllp
+            .iter()
+            .filter_map(|l| Some((l.settings.name.to_string(), l.local_addr().ok()?)))
+            .collect()
     }
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
@@ -125,11 +135,14 @@ pub async fn run(
         metrics,
         webhooks,
     };
+    let mllp_servers = mllp::MllpServers::start(listeners.mllp, &hub, &shutdown)?;
     let http_addr = listeners.http.local_addr()?;
     tracing::info!(http = %http_addr, "switchboard is serving");
     let server = axum::serve(listeners.http, api::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
+    // In-flight HL7 messages are committed and acknowledged before the hub stops.
+    mllp_servers.wait().await;
 
     tracing::info!("shutting down: committing queued events");
     hub.shutdown().await;
@@ -157,6 +170,15 @@ impl Application {
 
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
         self.listeners.http_addr()
+    }
+
+    /// The address of the first MLLP listener (the default one when enabled).
+    pub fn mllp_addr(&self) -> Option<SocketAddr> {
+        self.listeners.mllp_addrs().first().map(|(_, addr)| *addr)
+    }
+
+    pub fn mllp_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners.mllp_addrs()
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {

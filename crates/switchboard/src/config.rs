@@ -41,6 +41,8 @@ pub struct Config {
     pub listeners: ListenersConfig,
     pub auth: AuthConfig,
     pub webhooks: crate::webhooks::WebhooksConfig,
+    pub mllp: crate::mllp::MllpConfig,
+    pub hl7: crate::mllp::Hl7Config,
 }
 
 /// Which built-in durable listeners run.
@@ -151,6 +153,8 @@ impl Config {
             return invalid("retention.batch_size and retention.interval_secs must be positive");
         }
         self.webhooks.validate().map_err(ConfigError::Invalid)?;
+        self.mllp.validate().map_err(ConfigError::Invalid)?;
+        self.hl7.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 //! Switchboard: a durable event hub for healthcare integration.
 //!
-//! Sources (the HTTP API today; MLLP and FHIR later) hand events to the [`hub`], which commits them to the
+//! Sources (the HTTP API and the MLLP listener; FHIR later) hand events to the [`hub`], which commits them to the
 //! [`store`] in batches (group commit, fsync per batch) and only then acknowledges them. Committed events flow to
 //! sinks: in-process and durable [`listeners`], and the history API in [`api`].
 //!
@@ -9,6 +9,7 @@
 //! - [`store`]: the storage trait and the SQLite backend.
 //! - [`api`]: the axum HTTP API and its error type.
 //! - [`listeners`]: built-in durable listeners (audit logger, metrics collector).
+//! - [`mllp`]: HL7 v2 over MLLP: the listener (a source) and the sender.
 //! - [`app`]: `run(config, listeners, shutdown)`, startup and graceful shutdown.
 //! - [`config`]: layered configuration.
 //! - [`webhooks`]: subscriptions, the transactional outbox and the delivery worker.
@@ -21,6 +22,7 @@ pub mod event;
 pub mod fhir;
 pub mod hub;
 pub mod listeners;
+pub mod mllp;
 pub mod retention;
 pub mod store;
 pub mod transform;

@@ -33,6 +33,24 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Send HL7 v2 files over MLLP and print each ACK code; exits non-zero unless every ACK is AA or CA.
+    Send(SendArgs),
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// Destination as HOST:PORT.
+    #[arg(long)]
+    to: String,
+    /// Files holding one or more messages (segments end in CR, LF or CRLF; batch envelopes are ignored).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Time allowed per attempt (connect, send, ACK back), in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Further attempts after a failed one.
+    #[arg(long, default_value_t = 2)]
+    retries: u32,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +80,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", switchboard::api::openapi::document());
                 Ok(())
             }
+            Command::Send(args) => send_files(args).await,
             command => {
                 let config = Config::load(cli.config.as_deref())?;
                 match command {
@@ -73,7 +92,7 @@ fn main() -> anyhow::Result<()> {
                     Command::Keys {
                         command: KeysCommand::Create { org, name },
                     } => create_key(config, &org, &name).await,
-                    Command::Openapi => Ok(()),
+                    Command::Openapi | Command::Send(_) => Ok(()),
                 }
             }
         }
@@ -118,5 +137,47 @@ async fn create_key(config: Config, org: &str, name: &str) -> anyhow::Result<()>
     let created = switchboard::auth::create_org_key(&store, "cli", org, name).await?;
     let (id, key) = (created.id, created.key);
     println!("id:  {id}\norg: {org}\nkey: {key}\n(the key is shown only this once)");
+    Ok(())
+}
+
+/// `switchboard send`: no database, no events; one connection reused for every message.
+async fn send_files(args: SendArgs) -> anyhow::Result<()> {
+    use switchboard::mllp::{MllpClient, SendOptions};
+    let options = SendOptions {
+        timeout: std::time::Duration::from_millis(args.timeout_ms),
+        retries: args.retries,
+        ..Default::default()
+    };
+    let mut client = MllpClient::new(args.to.clone(), options);
+    let (mut sent, mut failed) = (0usize, 0usize);
+    for file in &args.files {
+        let data =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let messages = switchboard_hl7::batch::split_batch_bytes(&data);
+        if messages.is_empty() {
+            eprintln!("{}: no HL7 message (no MSH segment)", file.display());
+            failed += 1;
+        }
+        for (n, message) in messages.into_iter().enumerate() {
+            let label = format!("{}#{}", file.display(), n + 1);
+            match client.send(message).await {
+                Ok(reply) => {
+                    println!("{label}\t{}\t{}", reply.control_id, reply.code);
+                    sent += 1;
+                    if !reply.code.is_accept() {
+                        failed += 1;
+                    }
+                }
+                Err(err) => {
+                    println!("{label}\t-\tERROR\t{err}");
+                    failed += 1;
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("{failed} message(s) not accepted ({sent} answered)");
+        std::process::exit(1);
+    }
     Ok(())
 }

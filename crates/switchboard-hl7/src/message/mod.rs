@@ -37,6 +37,7 @@ mod header;
 pub mod json;
 mod parse;
 pub mod path;
+mod peek;
 pub mod segment;
 
 use std::borrow::Cow;
@@ -47,6 +48,7 @@ pub use delims::Delimiters;
 pub use escape::{escape, unescape};
 pub(crate) use header::{find_msh, skip_leading, RawMsh};
 pub use path::{Location, Path, PathError};
+pub use peek::{peek_header, HeaderPeek, MAX_PEEK_CHARS};
 pub use segment::Segment;
 
 use crate::error::ParseError;
@@ -150,6 +152,12 @@ impl Message {
     /// Structured JSON view; see [`json`] for the shape.
     pub fn to_json(&self) -> serde_json::Value {
         json::message_json(self)
+    }
+
+    /// The same JSON as [`Message::to_json`], written directly by any serde
+    /// serializer (no intermediate `Value`).
+    pub fn json_view(&self) -> json::JsonView<'_> {
+        json::JsonView(self)
     }
 }
 

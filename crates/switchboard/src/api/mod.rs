@@ -7,6 +7,7 @@ pub mod events;
 pub mod extract;
 pub mod fhir;
 pub mod health;
+pub mod hl7;
 pub mod keys;
 pub mod openapi;
 pub mod webhooks;
@@ -48,8 +49,10 @@ pub fn scope_org(caller: &Caller, requested: Option<String>) -> Result<Option<St
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.http.max_body_bytes;
     let timeout = Duration::from_millis(state.config.http.request_timeout_ms);
+    let hl7_routes = hl7::router(&state.config.hl7);
     Router::new()
         .merge(events::router())
+        .merge(hl7_routes)
         .merge(keys::router())
         .merge(fhir::router())
         .merge(audit::router())

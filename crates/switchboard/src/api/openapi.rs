@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         super::audit::list,
         super::fhir::create, super::fhir::update, super::fhir::remove, super::fhir::read, super::fhir::vread,
         super::fhir::search, super::fhir::metadata,
+        super::hl7::send,
         super::health::live, super::health::ready, super::health::metrics,
         super::webhooks::create, super::webhooks::list, super::webhooks::get_one, super::webhooks::update,
         super::webhooks::remove, super::webhooks::test, super::webhooks::secret, super::webhooks::rotate_secret,
@@ -23,7 +24,7 @@ use utoipa::{Modify, OpenApi};
         super::webhooks::dlq, super::webhooks::redrive_delivery,
     ),
     modifiers(&BearerAuth),
-    tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"), (name = "fhir"), (name = "webhooks"))
+    tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"), (name = "fhir"), (name = "webhooks"), (name = "hl7"))
 )]
 pub struct ApiDoc;
 

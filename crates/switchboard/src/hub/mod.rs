@@ -187,6 +187,32 @@ impl Hub {
         }
     }
 
+    /// Emits several events in order and returns once all of them are committed (usually in one batch). A source
+    /// that answers its peer after several events (the MLLP listener) waits once instead of once per event.
+    pub async fn emit_all(&self, events: Vec<NewEvent>) -> Result<Vec<Arc<Event>>, EmitError> {
+        for event in &events {
+            event.validate(self.inner.config.max_event_bytes)?;
+        }
+        let mut answers = Vec::with_capacity(events.len());
+        for event in events {
+            let (reply, answer) = oneshot::channel();
+            self.inner
+                .queue
+                .send(Pending { event, reply })
+                .await
+                .map_err(|_| EmitError::ShuttingDown)?;
+            answers.push(answer);
+        }
+        let mut stored = Vec::with_capacity(answers.len());
+        for answer in answers {
+            match answer.await {
+                Ok(result) => stored.push(result?.event),
+                Err(_) => return Err(EmitError::ShuttingDown),
+            }
+        }
+        Ok(stored)
+    }
+
     /// Registers an in-process listener; dropping the returned [`Listener`] unsubscribes it.
     pub fn subscribe(&self, spec: ListenerSpec) -> Listener {
         let capacity = if spec.capacity == 0 {

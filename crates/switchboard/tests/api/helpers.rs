@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The first MLLP listener, when one is configured.
+    pub mllp_addr: Option<SocketAddr>,
     pub admin_token: String,
     pub client: Client,
     pub config: Config,
@@ -36,6 +38,7 @@ fn init_logs() {
 pub fn test_config(dir: &TempDir) -> Config {
     let mut config = Config::defaults().expect("defaults");
     config.http.addr = "127.0.0.1:0".parse().expect("addr");
+    config.mllp.addr = "127.0.0.1:0".parse().expect("addr");
     config.database.url = test_database_url(dir);
     config.auth.admin_token = switchboard::auth::generate_key();
     config
@@ -62,10 +65,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 pub async fn start(config: Config, dir: TempDir) -> TestApp {
     let app = Application::build(config.clone()).await.expect("build app");
     let addr = app.http_addr().expect("addr");
+    let mllp_addr = app.mllp_addr();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let test_app = TestApp {
         addr,
+        mllp_addr,
         admin_token: config.auth.admin_token.clone(),
         client: Client::new(),
         config,
@@ -78,6 +83,11 @@ pub async fn start(config: Config, dir: TempDir) -> TestApp {
 }
 
 impl TestApp {
+    /// The MLLP listener's address (panics when the test disabled it).
+    pub fn mllp(&self) -> SocketAddr {
+        self.mllp_addr.expect("an MLLP listener")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

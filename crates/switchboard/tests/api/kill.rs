@@ -11,6 +11,8 @@ use std::time::Duration;
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// MLLP address (from `SWITCHBOARD_MLLP_ADDR`: a free port unless `extra_env` names one).
+    pub mllp: String,
 }
 
 /// Starts the real binary on a free port with the given database and admin token.
@@ -20,16 +22,26 @@ pub async fn start_server(db_url: &str, admin: &str, extra_env: &[(&str, &str)])
         .local_addr()
         .expect("addr")
         .port();
+    let mllp_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.arg("serve")
+        .env("SWITCHBOARD_MLLP_ADDR", format!("127.0.0.1:{mllp_port}"))
         .env("SWITCHBOARD_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("SWITCHBOARD_DATABASE_URL", db_url)
         .env("SWITCHBOARD_ADMIN_TOKEN", admin)
         .env("SWITCHBOARD_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
+    let mut mllp = format!("127.0.0.1:{mllp_port}");
     for (k, v) in extra_env {
         cmd.env(k, v);
+        if *k == "SWITCHBOARD_MLLP_ADDR" {
+            mllp = v.to_string();
+        }
     }
     let mut child = cmd.spawn().expect("spawn switchboard");
     let base = format!("http://127.0.0.1:{port}");
@@ -37,7 +49,7 @@ pub async fn start_server(db_url: &str, admin: &str, extra_env: &[(&str, &str)])
     for _ in 0..300 {
         if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
             if r.status().is_success() {
-                return Server { child, base };
+                return Server { child, base, mllp };
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -7,6 +7,7 @@ mod hub;
 mod isolation;
 mod keys;
 mod kill;
+mod mllp;
 mod openapi;
 mod store_conformance;
 mod transform;
