@@ -82,24 +82,30 @@ impl Writer {
             router.route(&batch, now, &mut outbox);
         }
         let result = if outbox.is_empty() {
-            self.store.append(batch).await
+            self.store
+                .append(batch)
+                .await
+                .map(|stored| (stored, outbox))
         } else {
             let entries = outbox.clone();
             let result = self.store.append_with_outbox(batch, entries).await;
-            if let (Ok(_), Some(router)) = (&result, &self.outbox) {
-                router.committed(&outbox);
+            if let (Err(_), Some(router)) = (&result, &self.outbox) {
+                router.abandoned(&outbox);
             }
             result
         };
         metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("switchboard_append_batch_size").record(size as f64);
         match result {
-            Ok(stored) => {
+            Ok((stored, deliveries)) => {
                 let prev_head = self.head;
+                let stored: Vec<Arc<Event>> = stored.into_iter().map(Arc::new).collect();
+                if let (false, Some(router)) = (deliveries.is_empty(), &self.outbox) {
+                    router.committed(&stored, &deliveries);
+                }
                 let mut published = Vec::with_capacity(stored.len());
                 for (event, reply) in stored.into_iter().zip(replies) {
                     let duplicate = event.seq <= prev_head;
-                    let event = Arc::new(event);
                     if !duplicate {
                         self.head = self.head.max(event.seq);
                         published.push(Arc::clone(&event));

@@ -56,13 +56,14 @@ pub trait Store: Send + Sync + 'static {
     /// holds the event that was stored first (recognisable by its different `id`).
     async fn append(&self, batch: Vec<Event>) -> StoreResult<Vec<Event>>;
 
-    /// Like [`Store::append`], and in the same transaction writes the webhook deliveries in `outbox` (each for
-    /// the event at its `event_index`), skipping those of events that were idempotent repeats.
+    /// Like [`Store::append`], and in the same transaction writes the webhook deliveries in `outbox` (sorted by
+    /// `event_index`), skipping those of events that were idempotent repeats. Returns the entries with their
+    /// `delivery_id` filled in (0 for the skipped ones).
     async fn append_with_outbox(
         &self,
         batch: Vec<Event>,
         outbox: Vec<OutboxEntry>,
-    ) -> StoreResult<Vec<Event>>;
+    ) -> StoreResult<(Vec<Event>, Vec<OutboxEntry>)>;
 
     /// Webhook subscriptions, deliveries and attempts.
     fn webhooks(&self) -> &dyn WebhookStore;

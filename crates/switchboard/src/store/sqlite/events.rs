@@ -14,7 +14,7 @@ const COLUMNS: &str = "seq, id, ts, org_id, event_type, source, message_type, me
 pub(super) fn append(
     conn: &mut Connection,
     mut batch: Vec<Event>,
-    outbox: &[OutboxEntry],
+    outbox: &mut [OutboxEntry],
 ) -> StoreResult<Vec<Event>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
@@ -23,7 +23,7 @@ pub(super) fn append(
              resource_type, resource_id, data, metadata, actor, idempotency_key) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
-        let mut deliveries = outbox.iter().peekable();
+        let mut deliveries = outbox.iter_mut().peekable();
         for (index, event) in batch.iter_mut().enumerate() {
             let inserted = insert.execute(params![
                 &event.id.as_bytes()[..],

@@ -160,17 +160,20 @@ impl super::Store for SqliteStore {
         &self,
         batch: Vec<crate::event::Event>,
     ) -> StoreResult<Vec<crate::event::Event>> {
-        self.write(move |conn| events::append(conn, batch, &[]))
+        self.write(move |conn| events::append(conn, batch, &mut []))
             .await
     }
 
     async fn append_with_outbox(
         &self,
         batch: Vec<crate::event::Event>,
-        outbox: Vec<super::OutboxEntry>,
-    ) -> StoreResult<Vec<crate::event::Event>> {
-        self.write(move |conn| events::append(conn, batch, &outbox))
-            .await
+        mut outbox: Vec<super::OutboxEntry>,
+    ) -> StoreResult<(Vec<crate::event::Event>, Vec<super::OutboxEntry>)> {
+        self.write(move |conn| {
+            let stored = events::append(conn, batch, &mut outbox)?;
+            Ok((stored, outbox))
+        })
+        .await
     }
 
     fn webhooks(&self) -> &dyn super::WebhookStore {

@@ -42,6 +42,8 @@ fn entry(index: usize, sub: &str, priority: u8, due: i64) -> OutboxEntry {
         subscription_id: Arc::from(sub),
         priority,
         due_at: Timestamp(due),
+        claimed_until: None,
+        delivery_id: 0,
     }
 }
 
@@ -142,17 +144,42 @@ async fn the_outbox_commits_with_its_events_and_skips_idempotent_repeats() {
     let mut first = ev("custom.x", "org-a", 100);
     first.idempotency_key = Some("k".into());
     let plain = ev("fhir.deleted", "org-a", 100);
-    let stored = store
+    let mut born_claimed = entry(1, "s1", 1, 100);
+    born_claimed.claimed_until = Some(Timestamp(5_000));
+    let (stored, written) = store
         .append_with_outbox(
             vec![first.clone(), plain],
-            vec![entry(0, "s1", 5, 100), entry(1, "s1", 1, 100)],
+            vec![entry(0, "s1", 5, 100), born_claimed],
         )
         .await
         .expect("append");
     assert_eq!(stored.len(), 2);
+    assert!(
+        written.iter().all(|e| e.delivery_id > 0),
+        "both written, ids returned"
+    );
+    let lanes = store
+        .webhooks()
+        .claim_deliveries(claim("s1", 10), Timestamp(1_000), Timestamp(2_000))
+        .await
+        .expect("claim");
+    assert_eq!(
+        lanes[0].deliveries.len(),
+        1,
+        "a delivery claimed at birth is leased"
+    );
+    assert_eq!(lanes[0].deliveries[0].id, written[0].delivery_id);
+    assert_eq!(
+        store
+            .webhooks()
+            .release_claims(Timestamp(1_500))
+            .await
+            .expect("release"),
+        2
+    );
     let mut repeat = ev("custom.x", "org-a", 200);
     repeat.idempotency_key = Some("k".into());
-    let stored = store
+    let (stored, written) = store
         .append_with_outbox(
             vec![repeat, ev("custom.y", "org-a", 200)],
             vec![entry(0, "s1", 5, 200)],
@@ -160,6 +187,7 @@ async fn the_outbox_commits_with_its_events_and_skips_idempotent_repeats() {
         .await
         .expect("append");
     assert_eq!(stored[0].id, first.id, "an idempotent repeat");
+    assert_eq!(written[0].delivery_id, 0, "no delivery for a repeat");
     let all = list(&store, "s1", None).await;
     assert_eq!(
         all.len(),
@@ -195,7 +223,7 @@ async fn claims_go_by_priority_then_due_time_and_hold_a_lease() {
         entry(3, "s1", 2, 150),
         entry(4, "s1", 1, 10_000),
     ];
-    let stored = store
+    let (stored, _) = store
         .append_with_outbox(batch, outbox)
         .await
         .expect("append");
@@ -285,7 +313,7 @@ async fn attempts_are_recorded_and_dead_ones_redriven() {
         .await
         .expect("insert");
     let batch: Vec<_> = (0..3).map(|i| ev("custom.x", "org-a", 100 + i)).collect();
-    let stored = store
+    let (stored, _) = store
         .append_with_outbox(batch, (0..3).map(|i| entry(i, "s1", 5, 100)).collect())
         .await
         .expect("append");
