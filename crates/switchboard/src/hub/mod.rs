@@ -86,8 +86,12 @@ pub trait OutboxRouter: Send + Sync + 'static {
     /// Appends the deliveries for `events` to `out`, in `event_index` order, due at `now`.
     fn route(&self, events: &[Event], now: Timestamp, out: &mut Vec<OutboxEntry>);
 
-    /// Called after a batch and its deliveries committed (not for a batch that failed).
-    fn committed(&self, entries: &[OutboxEntry]);
+    /// Called after a batch and its deliveries committed: `events` is the stored batch (in `event_index` order),
+    /// `entries` carry their `delivery_id` (0 where the event was an idempotent repeat).
+    fn committed(&self, events: &[Arc<Event>], entries: &[OutboxEntry]);
+
+    /// Called when the batch failed: nothing was written.
+    fn abandoned(&self, entries: &[OutboxEntry]);
 }
 
 /// The result of an emit: the stored event, and whether it was an idempotent repeat of an earlier one.
@@ -125,7 +129,7 @@ impl Hub {
     pub async fn start_with_outbox(
         store: DynStore,
         config: HubConfig,
-        outbox: Option<std::sync::Arc<dyn OutboxRouter>>,
+        outbox: Option<Arc<dyn OutboxRouter>>,
     ) -> Result<Hub, StoreError> {
         let (head, last_timestamp) = store.head().await?;
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));

@@ -156,14 +156,17 @@ async fn acknowledge(
             Ok((outcomes, outbox, ticket)) => {
                 let started = Instant::now();
                 let synced = store.sync(ticket).await;
-                // Deliveries may start only once their rows (and events) are durable.
-                if let (Ok(()), Some(router)) = (&synced, &outbox_router) {
-                    if !outbox.is_empty() {
-                        router.committed(&outbox);
-                    }
-                }
                 metrics::histogram!("switchboard_sync_seconds")
                     .record(started.elapsed().as_secs_f64());
+                // Deliveries may start only once their rows (and events) are durable.
+                if let Some(router) = &outbox_router {
+                    if !outbox.is_empty() {
+                        match &synced {
+                            Ok(()) => release_deliveries(router.as_ref(), &outcomes, outbox),
+                            Err(_) => router.abandoned(&outbox),
+                        }
+                    }
+                }
                 synced.map(|()| outcomes)
             }
         };
@@ -205,4 +208,28 @@ async fn acknowledge(
             }));
         }
     }
+}
+
+/// Hands the durable deliveries of a batch to the webhook engine, with the events they belong to (entries point
+/// at batch positions; only newly stored events have deliveries).
+fn release_deliveries(
+    router: &dyn OutboxRouter,
+    outcomes: &[Appended],
+    mut outbox: Vec<OutboxEntry>,
+) {
+    let mut events = Vec::with_capacity(outcomes.len());
+    let mut position = vec![usize::MAX; outcomes.len()];
+    for (index, appended) in outcomes.iter().enumerate() {
+        if let Appended::New(event) = appended {
+            position[index] = events.len();
+            events.push(Arc::new(event.clone()));
+        }
+    }
+    for entry in &mut outbox {
+        entry.event_index = position
+            .get(entry.event_index)
+            .copied()
+            .unwrap_or(usize::MAX);
+    }
+    router.committed(&events, &outbox);
 }

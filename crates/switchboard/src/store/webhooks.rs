@@ -19,6 +19,11 @@ pub struct OutboxEntry {
     pub subscription_id: Arc<str>,
     pub priority: u8,
     pub due_at: Timestamp,
+    /// Claimed at birth by this process's worker, which gets it straight from memory; the row is leased until
+    /// then (and due then, should the process die first).
+    pub claimed_until: Option<Timestamp>,
+    /// Set by the store: the new delivery's id, or 0 when none was written (the event was an idempotent repeat).
+    pub delivery_id: i64,
 }
 
 /// How a failed delivery is retried: `max_attempts` retries after the first attempt. Fields left out take
@@ -217,7 +222,9 @@ pub struct ClaimedDelivery {
     pub subscription_id: Arc<str>,
     pub attempts: u32,
     pub created_at: Timestamp,
-    pub event: Option<Event>,
+    pub event: Option<Arc<Event>>,
+    /// Claimed at birth (handed over from memory) rather than from the store.
+    pub fresh: bool,
 }
 
 /// The claim of one subscription: what was taken, and when its next open delivery is due (when it is not now).

@@ -51,6 +51,8 @@ pub struct EngineSettings {
 /// A finished (or handed back) delivery on its way to the recorder.
 struct Finished {
     subscription_id: Arc<str>,
+    /// Claimed at birth: its lane's budget is given back once recorded.
+    fresh: bool,
     update: DeliveryUpdate,
     /// Microseconds from the event's commit to the receiver's 2xx.
     latency_us: Option<i64>,
@@ -157,7 +159,7 @@ impl Engine {
             };
             return self.finish(sub, delivery, attempt, attempts, Next::Dead, started);
         };
-        let body = match serde_json::to_vec(event) {
+        let body = match serde_json::to_vec(&**event) {
             Ok(body) => Bytes::from(body),
             Err(err) => {
                 let attempt = AttemptRecord {
@@ -248,6 +250,7 @@ impl Engine {
         }
         Finished {
             subscription_id: Arc::clone(&delivery.subscription_id),
+            fresh: delivery.fresh,
             update,
             latency_us,
         }
@@ -257,6 +260,7 @@ impl Engine {
     fn release(delivery: &ClaimedDelivery, now: Timestamp) -> Finished {
         Finished {
             subscription_id: Arc::clone(&delivery.subscription_id),
+            fresh: delivery.fresh,
             update: DeliveryUpdate {
                 delivery_id: delivery.id,
                 attempt: None,
@@ -466,6 +470,9 @@ impl Engine {
                     }
                 }
             }
+            for f in batch.iter().filter(|f| f.fresh) {
+                self.index.return_budget(&f.subscription_id);
+            }
             let summary = batch
                 .drain(..)
                 .map(|f| {
@@ -544,6 +551,23 @@ impl Claimer {
                 for sub in subs {
                     if let Some(lane) = self.lanes.get_mut(&sub) {
                         lane.due_hint = Some(Timestamp(0));
+                    }
+                }
+            }
+            Signal::Claimed(deliveries) => {
+                for delivery in deliveries {
+                    self.outstanding += 1;
+                    let queued = match self.lanes.get_mut(&delivery.subscription_id) {
+                        Some(lane) => {
+                            lane.outstanding += 1;
+                            lane.queue.send(delivery).map_err(|e| e.0)
+                        }
+                        None => Err(delivery),
+                    };
+                    if let Err(delivery) = queued {
+                        let _ = self
+                            .done_tx
+                            .send(Engine::release(&delivery, Timestamp::now()));
                     }
                 }
             }

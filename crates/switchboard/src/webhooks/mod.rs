@@ -101,6 +101,8 @@ pub enum WebhookError {
 pub enum Signal {
     /// New deliveries for these subscriptions are committed.
     Due(Vec<Arc<str>>),
+    /// New deliveries claimed at birth, to be sent straight away.
+    Claimed(Vec<crate::store::webhooks::ClaimedDelivery>),
     /// The subscription snapshot changed.
     Reloaded,
 }
@@ -124,7 +126,17 @@ impl Webhooks {
         let client = client::DeliveryClient::new(policy, Duration::from_millis(config.timeout_ms))
             .map_err(|e| WebhookError::Client(e.to_string()))?;
         let (signals, receiver) = mpsc::unbounded_channel();
-        let index = Arc::new(router::SubscriptionIndex::new(signals.clone()));
+        // Fresh deliveries skip the claim transaction only when this process runs the worker.
+        let fresh_budget = if config.enabled {
+            config.per_subscription_queue / 2
+        } else {
+            0
+        };
+        let index = Arc::new(router::SubscriptionIndex::new(
+            signals.clone(),
+            Duration::from_secs(config.lease_secs),
+            fresh_budget,
+        ));
         index.reload(&store).await?;
         let engine = Arc::new(Engine::new(
             Arc::clone(&store),

@@ -10,6 +10,7 @@ use hyper::http::HeaderMap;
 use hyper::Uri;
 use serde_json_path::JsonPath;
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicIsize;
 use std::sync::Arc;
 
 /// How long the previous secret keeps signing after a rotation.
@@ -184,6 +185,9 @@ pub struct Compiled {
     expression: Option<JsonPath>,
     pub signer: Signer,
     pub headers: HeaderMap,
+    /// Deliveries this subscription may still take straight from the writer (claimed at birth); shared across
+    /// snapshot reloads, given back as they are recorded.
+    pub fresh_budget: Arc<AtomicIsize>,
 }
 
 impl Compiled {
@@ -216,6 +220,7 @@ impl Compiled {
             signer,
             headers,
             record,
+            fresh_budget: Arc::new(AtomicIsize::new(0)),
         })
     }
 

@@ -18,9 +18,27 @@ pub(super) fn append(
     batch: Vec<Event>,
     router: Option<&dyn OutboxRouter>,
 ) -> StoreResult<(Vec<Appended>, Vec<OutboxEntry>)> {
+    let mut outbox = Vec::new();
+    match append_routed(conn, batch, router, &mut outbox) {
+        Ok(results) => Ok((results, outbox)),
+        Err(err) => {
+            // Nothing was written: give back what the router reserved for these deliveries.
+            if let Some(router) = router {
+                router.abandoned(&outbox);
+            }
+            Err(err)
+        }
+    }
+}
+
+fn append_routed(
+    conn: &mut Connection,
+    batch: Vec<Event>,
+    router: Option<&dyn OutboxRouter>,
+    outbox: &mut Vec<OutboxEntry>,
+) -> StoreResult<Vec<Appended>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
-    let mut outbox = Vec::new();
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO events (id, ts, org_id, event_type, source, message_type, message_control_id, \
@@ -62,11 +80,11 @@ pub(super) fn append(
                 event.seq = tx.last_insert_rowid();
                 if let Some(router) = router {
                     let first = outbox.len();
-                    router.route(std::slice::from_ref(&event), event.timestamp, &mut outbox);
+                    router.route(std::slice::from_ref(&event), event.timestamp, outbox);
                     for entry in &mut outbox[first..] {
                         entry.event_index = index;
                     }
-                    super::webhooks::insert_outbox(&tx, &event, outbox[first..].iter())?;
+                    super::webhooks::insert_outbox(&tx, &event, outbox[first..].iter_mut())?;
                 }
                 results.push(Appended::New(event));
             } else {
@@ -80,7 +98,7 @@ pub(super) fn append(
         }
     }
     tx.commit()?;
-    Ok((results, outbox))
+    Ok(results)
 }
 
 fn first_with_idempotency_key(

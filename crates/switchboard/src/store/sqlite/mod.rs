@@ -214,6 +214,7 @@ impl super::Store for SqliteStore {
         let syncer = Arc::clone(&self.syncer);
         self.write(move |conn| {
             let (appended, outbox) = events::append(conn, batch, router.as_deref())?;
+            // (On an error, `events::append` has already handed back what the router reserved.)
             Ok(super::Committed {
                 appended,
                 outbox,

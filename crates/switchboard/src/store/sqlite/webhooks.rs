@@ -88,7 +88,7 @@ const EVENT_COLUMNS: &str = "e.seq, e.id, e.ts, e.org_id, e.event_type, e.source
 pub(super) fn insert_outbox<'a>(
     tx: &Transaction<'_>,
     event: &Event,
-    entries: impl Iterator<Item = &'a OutboxEntry>,
+    entries: impl Iterator<Item = &'a mut OutboxEntry>,
 ) -> StoreResult<()> {
     let mut insert = None;
     for entry in entries {
@@ -96,17 +96,22 @@ pub(super) fn insert_outbox<'a>(
             Some(stmt) => stmt,
             None => insert.insert(tx.prepare_cached(
                 "INSERT OR IGNORE INTO webhook_deliveries (subscription_id, org_id, event_seq, priority, status, \
-                 attempts, due_at, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?6)",
+                 attempts, due_at, claimed_until, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5, ?6, ?7, ?7)",
             )?),
         };
-        stmt.execute(params![
+        let inserted = stmt.execute(params![
             &*entry.subscription_id,
             event.org_id,
             event.seq,
             entry.priority,
-            entry.due_at.0,
+            entry.claimed_until.unwrap_or(entry.due_at).0,
+            entry.claimed_until.map_or(0, |t| t.0),
             event.timestamp.0,
         ])?;
+        if inserted == 1 {
+            entry.delivery_id = tx.last_insert_rowid();
+        }
     }
     Ok(())
 }
@@ -279,7 +284,7 @@ fn claim(
                     |row| {
                         // Columns 0..14 are the event's (NULL once retention purged it), then the delivery's.
                         let event = match row.get::<_, Option<i64>>(0)? {
-                            Some(_) => Some(decode_row(row)?),
+                            Some(_) => Some(Arc::new(decode_row(row)?)),
                             None => None,
                         };
                         Ok(ClaimedDelivery {
@@ -287,6 +292,7 @@ fn claim(
                             subscription_id: Arc::clone(&request.subscription_id),
                             attempts: row.get(15)?,
                             created_at: Timestamp(row.get(16)?),
+                            fresh: false,
                             event,
                         })
                     },

@@ -51,7 +51,9 @@ impl switchboard::hub::OutboxRouter for FixedRouter {
         }
     }
 
-    fn committed(&self, _entries: &[OutboxEntry]) {}
+    fn committed(&self, _events: &[Arc<switchboard::event::Event>], _entries: &[OutboxEntry]) {}
+
+    fn abandoned(&self, _entries: &[OutboxEntry]) {}
 }
 
 /// Appends `batch` with the given deliveries (`event_index` = position in the batch), durably.
@@ -59,7 +61,7 @@ async fn append_with_outbox(
     store: &DynStore,
     batch: Vec<switchboard::event::Event>,
     entries: Vec<OutboxEntry>,
-) -> Result<Vec<switchboard::event::Event>, StoreError> {
+) -> Result<(Vec<switchboard::event::Event>, Vec<OutboxEntry>), StoreError> {
     let mut routes: std::collections::HashMap<uuid::Uuid, Vec<OutboxEntry>> = Default::default();
     for entry in entries {
         routes
@@ -71,14 +73,15 @@ async fn append_with_outbox(
         .commit(batch, Some(Arc::new(FixedRouter(routes))))
         .await?;
     store.sync(committed.ticket).await?;
-    Ok(committed
+    let events = committed
         .appended
         .into_iter()
         .map(|a| match a {
             switchboard::store::Appended::New(e) | switchboard::store::Appended::Existing(e) => e,
             switchboard::store::Appended::Refused(e) => panic!("refused: {e}"),
         })
-        .collect())
+        .collect();
+    Ok((events, committed.outbox))
 }
 
 fn entry(index: usize, sub: &str, priority: u8, due: i64) -> OutboxEntry {
@@ -87,6 +90,8 @@ fn entry(index: usize, sub: &str, priority: u8, due: i64) -> OutboxEntry {
         subscription_id: Arc::from(sub),
         priority,
         due_at: Timestamp(due),
+        claimed_until: None,
+        delivery_id: 0,
     }
 }
 
@@ -187,17 +192,42 @@ async fn the_outbox_commits_with_its_events_and_skips_idempotent_repeats() {
     let mut first = ev("custom.x", "org-a", 100);
     first.idempotency_key = Some("k".into());
     let plain = ev("fhir.deleted", "org-a", 100);
-    let stored = append_with_outbox(
+    let mut born_claimed = entry(1, "s1", 1, 100);
+    born_claimed.claimed_until = Some(Timestamp(5_000));
+    let (stored, written) = append_with_outbox(
         &store,
         vec![first.clone(), plain],
-        vec![entry(0, "s1", 5, 100), entry(1, "s1", 1, 100)],
+        vec![entry(0, "s1", 5, 100), born_claimed],
     )
     .await
     .expect("append");
     assert_eq!(stored.len(), 2);
+    assert!(
+        written.iter().all(|e| e.delivery_id > 0),
+        "both written, ids returned"
+    );
+    let lanes = store
+        .webhooks()
+        .claim_deliveries(claim("s1", 10), Timestamp(1_000), Timestamp(2_000))
+        .await
+        .expect("claim");
+    assert_eq!(
+        lanes[0].deliveries.len(),
+        1,
+        "a delivery claimed at birth is leased"
+    );
+    assert_eq!(lanes[0].deliveries[0].id, written[0].delivery_id);
+    assert_eq!(
+        store
+            .webhooks()
+            .release_claims(Timestamp(1_500))
+            .await
+            .expect("release"),
+        2
+    );
     let mut repeat = ev("custom.x", "org-a", 200);
     repeat.idempotency_key = Some("k".into());
-    let stored = append_with_outbox(
+    let (stored, written) = append_with_outbox(
         &store,
         vec![repeat, ev("custom.y", "org-a", 200)],
         vec![entry(0, "s1", 5, 200)],
@@ -205,6 +235,7 @@ async fn the_outbox_commits_with_its_events_and_skips_idempotent_repeats() {
     .await
     .expect("append");
     assert_eq!(stored[0].id, first.id, "an idempotent repeat");
+    assert!(written.is_empty(), "a repeat is not routed: no delivery");
     let all = list(&store, "s1", None).await;
     assert_eq!(
         all.len(),
@@ -240,7 +271,7 @@ async fn claims_go_by_priority_then_due_time_and_hold_a_lease() {
         entry(3, "s1", 2, 150),
         entry(4, "s1", 1, 10_000),
     ];
-    let stored = append_with_outbox(&store, batch, outbox)
+    let (stored, _) = append_with_outbox(&store, batch, outbox)
         .await
         .expect("append");
     let lanes = w
@@ -329,7 +360,7 @@ async fn attempts_are_recorded_and_dead_ones_redriven() {
         .await
         .expect("insert");
     let batch: Vec<_> = (0..3).map(|i| ev("custom.x", "org-a", 100 + i)).collect();
-    let stored = append_with_outbox(
+    let (stored, _) = append_with_outbox(
         &store,
         batch,
         (0..3).map(|i| entry(i, "s1", 5, 100)).collect(),

@@ -399,10 +399,11 @@ async fn rate_limits_pace_one_subscription() {
 async fn a_slow_endpoint_does_not_hold_up_others() {
     let app = webhook_app().await;
     let receiver = TestReceiver::start().await;
+    let slow = Duration::from_secs(8);
     receiver.set(
         "/slow",
         Behaviour {
-            delay: Duration::from_secs(3),
+            delay: slow,
             ..Behaviour::status(200)
         },
     );
@@ -421,8 +422,13 @@ async fn a_slow_endpoint_does_not_hold_up_others() {
     }
     receiver.wait_for("/fast", 100, WAIT).await;
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "the fast endpoint got everything while the slow one was still answering ({:?})",
+        started.elapsed() < slow,
+        "the fast endpoint got everything before the slow one answered once ({:?})",
         started.elapsed()
+    );
+    let held = receiver.received_on("/slow").len();
+    assert!(
+        held <= 64,
+        "the slow endpoint holds at most its concurrency cap, got {held}"
     );
 }
