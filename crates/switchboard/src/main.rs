@@ -151,7 +151,8 @@ async fn send_files(args: SendArgs) -> anyhow::Result<()> {
     let mut client = MllpClient::new(args.to.clone(), options);
     let (mut sent, mut failed) = (0usize, 0usize);
     for file in &args.files {
-        let data = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let data =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         let messages = switchboard_hl7::batch::split_batch_bytes(&data);
         if messages.is_empty() {
             eprintln!("{}: no HL7 message (no MSH segment)", file.display());

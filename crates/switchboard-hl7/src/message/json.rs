@@ -138,7 +138,15 @@ impl Serialize for Part<'_> {
         let items = self.raw.split(sep);
         if self.level == Level::Field {
             let mut map = s.serialize_map(Some(1))?;
-            map.serialize_entry("repetitions", &Items { seg: self.seg, items: self.raw, sep, level: next })?;
+            map.serialize_entry(
+                "repetitions",
+                &Items {
+                    seg: self.seg,
+                    items: self.raw,
+                    sep,
+                    level: next,
+                },
+            )?;
             return map.end();
         }
         let mut seq = s.serialize_seq(None)?;

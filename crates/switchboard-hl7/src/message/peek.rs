@@ -87,7 +87,8 @@ mod tests {
 
     #[test]
     fn reads_a_broken_message() {
-        let raw = b"\r\nMSH|^~\\&|APP^X|FAC^Y|||20240101||ADT^A01^ADT_A01|C\\F\\1|P|2.5.1\rPID|\xff\xfe";
+        let raw =
+            b"\r\nMSH|^~\\&|APP^X|FAC^Y|||20240101||ADT^A01^ADT_A01|C\\F\\1|P|2.5.1\rPID|\xff\xfe";
         let peek = peek_header(raw);
         assert_eq!(peek.sending_application.as_deref(), Some("APP"));
         assert_eq!(peek.sending_facility.as_deref(), Some("FAC"));

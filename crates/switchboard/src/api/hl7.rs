@@ -74,10 +74,13 @@ pub async fn send(
         (Scope::Org(own), None) => own.clone(),
         (Scope::Org(own), Some(org)) if org == *own => org,
         (Scope::Org(_), Some(_)) => {
-            return Err(ApiError::forbidden("an org key can only send for its own org"))
+            return Err(ApiError::forbidden(
+                "an org key can only send for its own org",
+            ))
         }
     };
-    crate::event::validate_org_id(&org).map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    crate::event::validate_org_id(&org)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
     if !state.config.hl7.allows(&body.destination) {
         return Err(ApiError::forbidden(format!(
             "destination '{}' is not in hl7.destinations",
@@ -98,6 +101,10 @@ pub async fn send(
             attempts: reply.attempts,
         })),
         Err(SendError::Invalid(reason)) => Err(ApiError::bad_request("invalid_message", reason)),
-        Err(err) => Err(ApiError::new(StatusCode::BAD_GATEWAY, "destination_failed", err.to_string())),
+        Err(err) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "destination_failed",
+            err.to_string(),
+        )),
     }
 }

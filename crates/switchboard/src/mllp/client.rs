@@ -52,9 +52,15 @@ pub enum SendError {
     #[error("the message cannot be sent: {0}")]
     Invalid(String),
     #[error("cannot connect to {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("connection to {addr} failed: {source}")]
-    Io { addr: String, source: std::io::Error },
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("no ACK from {addr} within {timeout:?}")]
     Timeout { addr: String, timeout: Duration },
     #[error("{addr} closed the connection before acknowledging")]
@@ -105,10 +111,11 @@ impl Prepared {
     pub fn new(message: &[u8]) -> Result<Self, SendError> {
         let normalized = normalize_segments(message);
         let msg = Message::parse(&normalized).map_err(|e| SendError::Invalid(e.to_string()))?;
-        let control_id = msg
-            .control_id()
-            .map(|c| c.into_owned())
-            .ok_or_else(|| SendError::Invalid("MSH-10 (message control id) is empty, so no ACK could be matched to it".into()))?;
+        let control_id = msg.control_id().map(|c| c.into_owned()).ok_or_else(|| {
+            SendError::Invalid(
+                "MSH-10 (message control id) is empty, so no ACK could be matched to it".into(),
+            )
+        })?;
         let message_type = msg
             .message_type()
             .map_or_else(|| super::UNKNOWN_TYPE.to_string(), |t| t.into_owned());
@@ -195,7 +202,8 @@ impl Connection {
             reason,
         };
         let ack = Message::parse(&frame).map_err(|e| bad(e.to_string()))?;
-        let (code, control_id) = parse_ack(&ack).ok_or_else(|| bad("no MSA segment with a known code".into()))?;
+        let (code, control_id) =
+            parse_ack(&ack).ok_or_else(|| bad("no MSA segment with a known code".into()))?;
         if control_id != prepared.control_id {
             return Err(SendError::Mismatch {
                 addr: addr.to_string(),
@@ -298,7 +306,11 @@ impl Sender {
     }
 
     /// Sends on a pooled connection (or a new one) and returns the connection to the pool on success.
-    pub async fn send(&self, destination: &str, prepared: &Prepared) -> Result<AckReply, SendError> {
+    pub async fn send(
+        &self,
+        destination: &str,
+        prepared: &Prepared,
+    ) -> Result<AckReply, SendError> {
         let pooled = self
             .idle
             .lock()
@@ -394,7 +406,10 @@ mod tests {
 
     #[test]
     fn segments_are_normalised() {
-        assert_eq!(normalize_segments(b"MSH|a\nPID|1\r\nPV1|\n\n"), b"MSH|a\rPID|1\rPV1|\r");
+        assert_eq!(
+            normalize_segments(b"MSH|a\nPID|1\r\nPV1|\n\n"),
+            b"MSH|a\rPID|1\rPV1|\r"
+        );
         assert_eq!(normalize_segments(b"MSH|a\rPID|1"), b"MSH|a\rPID|1\r");
     }
 

@@ -7,8 +7,8 @@
 //! On shutdown the message in hand is committed and acknowledged, then the connection closes.
 
 use super::handler::{self, Reply};
-use super::server::ListenerCtx;
 use super::payload::ConnectionData;
+use super::server::ListenerCtx;
 use crate::event::{NewEvent, Source};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +23,12 @@ use tokio_util::sync::CancellationToken;
 const READ_BUFFER: usize = 16 * 1024;
 
 /// Serves one accepted socket (after the TLS handshake when the listener has TLS).
-pub(crate) async fn serve(ctx: Arc<ListenerCtx>, stream: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+pub(crate) async fn serve(
+    ctx: Arc<ListenerCtx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
     let peer = peer.to_string();
     ctx.metrics.connection_opened(&peer);
     let tls = ctx.tls.is_some();
@@ -133,8 +138,17 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                         break "peer closed".to_string();
                     }
                     self.ctx.metrics.frame_incomplete(self.peer, partial.len());
-                    let head = partial.get(..partial.len().min(switchboard_hl7::framing::REJECTED_HEAD)).unwrap_or_default().to_vec();
-                    handler::frame_error(self.ctx, self.peer, &head, "connection closed in the middle of a frame").await;
+                    let head = partial
+                        .get(..partial.len().min(switchboard_hl7::framing::REJECTED_HEAD))
+                        .unwrap_or_default()
+                        .to_vec();
+                    handler::frame_error(
+                        self.ctx,
+                        self.peer,
+                        &head,
+                        "connection closed in the middle of a frame",
+                    )
+                    .await;
                     break "peer closed mid-frame".to_string();
                 }
                 Ok(Ok(n)) => {
@@ -171,7 +185,13 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
                     // The sender gave up on that frame and started another: record it, do not answer it.
                     self.ctx.metrics.frame_truncated(self.peer, discarded);
                     let head = self.decoder.take_rejected();
-                    handler::frame_error(self.ctx, self.peer, &head, "frame cut short by a new start block").await;
+                    handler::frame_error(
+                        self.ctx,
+                        self.peer,
+                        &head,
+                        "frame cut short by a new start block",
+                    )
+                    .await;
                     continue;
                 }
                 Err(other) => return Step::Close(format!("framing error: {other}")),
@@ -210,7 +230,9 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Conn<'a, S> {
             self.ctx.metrics.bytes_sent(self.out.len());
         }
         let since_commit = reply.committed.map(|c| c.elapsed());
-        self.ctx.metrics.acked(code, since_commit, started.elapsed());
+        self.ctx
+            .metrics
+            .acked(code, since_commit, started.elapsed());
         Step::Continue
     }
 }

@@ -77,7 +77,9 @@ async fn handle_parsed(ctx: &ListenerCtx, peer: &str, bytes: usize, msg: &Messag
             match head.event(&ctx.types.received, &received) {
                 Ok(e) if e.size() <= max => events.push(e),
                 _ => {
-                    let text = format!("message of {bytes} bytes is larger than the event limit of {max} bytes");
+                    let text = format!(
+                        "message of {bytes} bytes is larger than the event limit of {max} bytes"
+                    );
                     return reject_unstored(ctx, peer, &head, Source::Parsed(msg), &text).await;
                 }
             }
@@ -122,8 +124,12 @@ async fn handle_parsed(ctx: &ListenerCtx, peer: &str, bytes: usize, msg: &Messag
     match ctx.hub.emit_all(events).await {
         Ok(stored) => {
             let committed = Instant::now();
-            let ack_id = stored.first().map_or_else(fallback_id, |e| e.seq.to_string());
-            let error = condition.zip(error_text.as_deref()).map(|(c, t)| AckError::new(c, t));
+            let ack_id = stored
+                .first()
+                .map_or_else(fallback_id, |e| e.seq.to_string());
+            let error = condition
+                .zip(error_text.as_deref())
+                .map(|(c, t)| AckError::new(c, t));
             let ack = ack_wanted(msg, code.is_accept())
                 .then(|| build_ack_with(msg, code, error, &hl7_now(), &ack_id));
             Reply {
@@ -182,13 +188,23 @@ async fn handle_unparsed(ctx: &ListenerCtx, peer: &str, frame: &[u8], err: &Pars
 
     let (code, error, committed, ack_id) = match ctx.hub.emit_all(events).await {
         Ok(stored) => {
-            let id = stored.first().map_or_else(fallback_id, |e| e.seq.to_string());
-            (code, AckError::new(condition, &text), Some(Instant::now()), id)
+            let id = stored
+                .first()
+                .map_or_else(fallback_id, |e| e.seq.to_string());
+            (
+                code,
+                AckError::new(condition, &text),
+                Some(Instant::now()),
+                id,
+            )
         }
         Err(err) => {
             ctx.metrics
                 .commit_failed(peer, peek.control_id.as_deref(), &err.to_string());
-            let error = AckError::new(ErrorCondition::ApplicationInternalError, "message not stored");
+            let error = AckError::new(
+                ErrorCondition::ApplicationInternalError,
+                "message not stored",
+            );
             (AckCode::AR, error, None, fallback_id())
         }
     };
@@ -202,7 +218,12 @@ async fn handle_unparsed(ctx: &ListenerCtx, peer: &str, frame: &[u8], err: &Pars
 
 /// A frame the decoder dropped (too large, cut short, or left unfinished by the peer): emits `hl7.error` with
 /// what the frame's first bytes show and returns the NAK to send if the caller answers it.
-pub(crate) async fn frame_error(ctx: &ListenerCtx, peer: &str, head_bytes: &[u8], error: &str) -> Reply {
+pub(crate) async fn frame_error(
+    ctx: &ListenerCtx,
+    peer: &str,
+    head_bytes: &[u8],
+    error: &str,
+) -> Reply {
     let peek = peek_header(head_bytes);
     let head = Head::peeked(ctx, &peek);
     let condition = ErrorCondition::ApplicationInternalError;
@@ -246,7 +267,13 @@ enum Source<'a> {
 }
 
 /// The message cannot be stored at all (over the event size limit): record a small `hl7.error` and reject.
-async fn reject_unstored(ctx: &ListenerCtx, peer: &str, head: &Head<'_>, source: Source<'_>, text: &str) -> Reply {
+async fn reject_unstored(
+    ctx: &ListenerCtx,
+    peer: &str,
+    head: &Head<'_>,
+    source: Source<'_>,
+    text: &str,
+) -> Reply {
     ctx.metrics
         .message_rejected(peer, head.control_id, "store", text);
     let condition = ErrorCondition::ApplicationInternalError;
@@ -265,8 +292,12 @@ async fn reject_unstored(ctx: &ListenerCtx, peer: &str, head: &Head<'_>, source:
     };
     let error = AckError::new(condition, text);
     let ack = match source {
-        Source::Parsed(msg) => build_ack_with(msg, AckCode::AR, Some(error), &hl7_now(), &fallback_id()),
-        Source::Raw(raw) => build_nak_from_raw_with(raw, AckCode::AR, error, &hl7_now(), &fallback_id()),
+        Source::Parsed(msg) => {
+            build_ack_with(msg, AckCode::AR, Some(error), &hl7_now(), &fallback_id())
+        }
+        Source::Raw(raw) => {
+            build_nak_from_raw_with(raw, AckCode::AR, error, &hl7_now(), &fallback_id())
+        }
     };
     Reply {
         code: ack_code_of(&ack).unwrap_or(AckCode::AR),
@@ -293,7 +324,11 @@ impl<'a> Head<'a> {
         }
     }
 
-    fn event(&self, ty: &crate::event::EventType, data: &impl Serialize) -> Result<NewEvent, serde_json::Error> {
+    fn event(
+        &self,
+        ty: &crate::event::EventType,
+        data: &impl Serialize,
+    ) -> Result<NewEvent, serde_json::Error> {
         let data = serde_json::value::to_raw_value(data)?;
         Ok(
             NewEvent::new(ty.clone(), self.org, crate::event::Source::MllpServer, data)

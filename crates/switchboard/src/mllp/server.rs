@@ -37,13 +37,14 @@ impl BoundListener {
 pub async fn bind_all(settings: Vec<ListenerSettings>) -> Result<Vec<BoundListener>, MllpError> {
     let mut bound = Vec::with_capacity(settings.len());
     for settings in settings {
-        let listener = TcpListener::bind(settings.addr)
-            .await
-            .map_err(|source| MllpError::Bind {
-                name: settings.name.to_string(),
-                addr: settings.addr,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(settings.addr)
+                .await
+                .map_err(|source| MllpError::Bind {
+                    name: settings.name.to_string(),
+                    addr: settings.addr,
+                    source,
+                })?;
         let tls = match &settings.tls {
             Some(files) => Some(tls::acceptor(files)?),
             None => None,
@@ -97,7 +98,11 @@ pub struct MllpServers {
 
 impl MllpServers {
     /// Starts one accept loop per listener; they stop accepting when `shutdown` is cancelled.
-    pub fn start(listeners: Vec<BoundListener>, hub: &Hub, shutdown: &CancellationToken) -> Result<Self, MllpError> {
+    pub fn start(
+        listeners: Vec<BoundListener>,
+        hub: &Hub,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, MllpError> {
         let tracker = TaskTracker::new();
         for bound in listeners {
             let ctx = Arc::new(ListenerCtx {
@@ -122,7 +127,12 @@ impl MllpServers {
 }
 
 /// Accepts connections until `shutdown`; each runs on `tracker` so the caller can wait for the drain.
-async fn run(listener: TcpListener, ctx: Arc<ListenerCtx>, shutdown: CancellationToken, tracker: TaskTracker) {
+async fn run(
+    listener: TcpListener,
+    ctx: Arc<ListenerCtx>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let limit = Arc::new(Semaphore::new(ctx.settings.max_connections));
     let mut backoff = Duration::from_millis(10);
     loop {

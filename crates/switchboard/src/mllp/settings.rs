@@ -93,7 +93,12 @@ impl ListenerSettings {
 impl MllpConfig {
     /// One entry per socket to bind: the default listener (when enabled), then the extra ones.
     pub fn listeners(&self) -> Vec<ListenerSettings> {
-        let make = |name: &str, addr, org: &str, facilities: &BTreeMap<String, String>, cert: &str, key: &str| {
+        let make = |name: &str,
+                    addr,
+                    org: &str,
+                    facilities: &BTreeMap<String, String>,
+                    cert: &str,
+                    key: &str| {
             ListenerSettings {
                 name: name.into(),
                 addr,
@@ -125,7 +130,14 @@ impl MllpConfig {
         default
             .into_iter()
             .chain(self.listeners.iter().map(|l| {
-                make(&l.name, l.addr, &l.org, &l.facility_orgs, &l.tls_cert, &l.tls_key)
+                make(
+                    &l.name,
+                    l.addr,
+                    &l.org,
+                    &l.facility_orgs,
+                    &l.tls_cert,
+                    &l.tls_key,
+                )
             }))
             .collect()
     }
@@ -149,11 +161,20 @@ impl MllpConfig {
         ))
         .filter(|_| self.enabled)
         .chain(self.listeners.iter().map(|l| {
-            ("mllp.listeners", &l.name, &l.org, &l.facility_orgs, &l.tls_cert, &l.tls_key)
+            (
+                "mllp.listeners",
+                &l.name,
+                &l.org,
+                &l.facility_orgs,
+                &l.tls_cert,
+                &l.tls_key,
+            )
         }));
         for (section, name, org, facilities, cert, key) in entries {
             if name.is_empty() || !names.insert(name.clone()) {
-                return Err(format!("{section}: listener name '{name}' is empty or used twice"));
+                return Err(format!(
+                    "{section}: listener name '{name}' is empty or used twice"
+                ));
             }
             validate_org_id(org).map_err(|e| format!("{section} '{name}': org '{org}': {e}"))?;
             for (facility, org) in facilities {
@@ -162,7 +183,9 @@ impl MllpConfig {
                 })?;
             }
             if cert.is_empty() != key.is_empty() {
-                return Err(format!("{section} '{name}': set both tls_cert and tls_key, or neither"));
+                return Err(format!(
+                    "{section} '{name}': set both tls_cert and tls_key, or neither"
+                ));
             }
         }
         Ok(())
@@ -172,9 +195,9 @@ impl MllpConfig {
 impl Hl7Config {
     pub fn validate(&self) -> Result<(), String> {
         for d in &self.destinations {
-            let ok = d
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+            let ok = d.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
             if !ok {
                 return Err(format!("hl7.destinations: '{d}' is not host:port"));
             }
@@ -198,6 +221,96 @@ impl Hl7Config {
             retries: self.send_retries,
             backoff: Duration::from_millis(self.retry_backoff_ms),
             ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn default_listener_and_env_overrides() {
+        let config = Config::defaults().expect("defaults");
+        let listeners = config.mllp.listeners();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0].addr.to_string(), "127.0.0.1:2575");
+        assert_eq!(&*listeners[0].org, "default");
+        assert!(config.hl7.destinations.is_empty());
+
+        let config = Config::load_from(
+            None,
+            &env(&[
+                ("SWITCHBOARD_MLLP_ADDR", "0.0.0.0:6661"),
+                ("SWITCHBOARD_MLLP_ORG", "lab"),
+                (
+                    "SWITCHBOARD_HL7_DESTINATIONS",
+                    "lis.example:2575, 10.0.0.5:6661",
+                ),
+            ]),
+        )
+        .expect("config");
+        let listener = &config.mllp.listeners()[0];
+        assert_eq!(
+            (listener.addr.to_string().as_str(), &*listener.org),
+            ("0.0.0.0:6661", "lab")
+        );
+        assert!(config.hl7.allows("LIS.example:2575") && config.hl7.allows("10.0.0.5:6661"));
+        assert!(!config.hl7.allows("10.0.0.5:6662"));
+
+        let off = Config::load_from(None, &env(&[("SWITCHBOARD_MLLP_ENABLED", "false")]))
+            .expect("config");
+        assert!(off.mllp.listeners().is_empty());
+    }
+
+    #[test]
+    fn extra_listeners_and_facility_tables_from_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[mllp]\norg = \"hosp\"\nfacility_orgs = { \"NORTH LAB\" = \"north\" }\n\n\
+             [[mllp.listeners]]\nname = \"lab\"\naddr = \"127.0.0.1:2576\"\norg = \"lab\"\n",
+        )
+        .expect("write");
+        let config = Config::load_from(Some(&path), &HashMap::new()).expect("config");
+        let listeners = config.mllp.listeners();
+        assert_eq!(listeners.len(), 2);
+        assert_eq!(&**listeners[0].org_for(Some(" NORTH LAB ")), "north");
+        assert_eq!(&**listeners[0].org_for(Some("ELSEWHERE")), "hosp");
+        assert_eq!(&**listeners[0].org_for(None), "hosp");
+        assert_eq!((&*listeners[1].name, &*listeners[1].org), ("lab", "lab"));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            ("[mllp]\norg = \"a:b\"\n", "org 'a:b'"),
+            ("[mllp]\ntls_cert = \"x.pem\"\n", "tls_cert and tls_key"),
+            (
+                "[[mllp.listeners]]\nname = \"default\"\naddr = \"127.0.0.1:1\"\norg = \"x\"\n",
+                "used twice",
+            ),
+            ("[hl7]\ndestinations = [\"nohost\"]\n", "not host:port"),
+            (
+                "[mllp]\nfacility_orgs = { \"F\" = \"\" }\n",
+                "facility_orgs 'F'",
+            ),
+        ];
+        for (i, (text, expected)) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("c{i}.toml"));
+            std::fs::write(&path, text).expect("write");
+            let err = Config::load_from(Some(&path), &HashMap::new()).expect_err(text);
+            assert!(err.to_string().contains(expected), "{text}: {err}");
         }
     }
 }

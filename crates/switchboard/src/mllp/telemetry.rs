@@ -33,14 +33,19 @@ pub(crate) struct ListenerMetrics {
     ack_latency: Histogram,
 }
 
-const CODES: [AckCode; 6] = [AckCode::AA, AckCode::AE, AckCode::AR, AckCode::CA, AckCode::CE, AckCode::CR];
+const CODES: [AckCode; 6] = [
+    AckCode::AA,
+    AckCode::AE,
+    AckCode::AR,
+    AckCode::CA,
+    AckCode::CE,
+    AckCode::CR,
+];
 
 impl ListenerMetrics {
     pub fn new(listener: &str) -> Self {
         let l = listener.to_string();
-        let frame = |kind: &'static str| {
-            metrics::counter!("switchboard_mllp_frame_errors_total", "listener" => l.clone(), "kind" => kind)
-        };
+        let frame = |kind: &'static str| metrics::counter!("switchboard_mllp_frame_errors_total", "listener" => l.clone(), "kind" => kind);
         ListenerMetrics {
             acks: CODES.map(|c| {
                 metrics::counter!("switchboard_mllp_messages_total", "listener" => l.clone(), "ack" => c.as_str())
@@ -109,7 +114,12 @@ impl ListenerMetrics {
         tracing::error!(listener = %self.listener, %peer, control_id, %error, "HL7 message could not be stored; answering with a NAK.");
     }
 
-    pub fn acked(&self, code: Option<AckCode>, since_commit: Option<Duration>, since_frame: Duration) {
+    pub fn acked(
+        &self,
+        code: Option<AckCode>,
+        since_commit: Option<Duration>,
+        since_frame: Duration,
+    ) {
         match code.and_then(|c| CODES.iter().position(|k| *k == c)) {
             Some(i) => self.acks[i].increment(1),
             None => self.no_ack.increment(1),

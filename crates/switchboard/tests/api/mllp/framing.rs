@@ -28,7 +28,8 @@ async fn split_frames_and_many_frames_per_packet() {
     assert_eq!(msa(&peer.ack().await), ("AA".into(), "SPLIT-1".into()));
 
     // Three frames in one write: three ACKs, in order.
-    peer.write(&framed(&[&adt("MANY-1"), &adt("MANY-2"), &adt("MANY-3")])).await;
+    peer.write(&framed(&[&adt("MANY-1"), &adt("MANY-2"), &adt("MANY-3")]))
+        .await;
     for id in ["MANY-1", "MANY-2", "MANY-3"] {
         assert_eq!(msa(&peer.ack().await), ("AA".into(), id.into()));
     }
@@ -53,7 +54,9 @@ async fn lf_segments_garbage_and_truncated_frames() {
     let mut peer = Peer::connect(app.mllp()).await;
 
     // LF-separated segments parse like CR-separated ones.
-    let lf = String::from_utf8(adt("LF-1")).expect("utf8").replace('\r', "\n");
+    let lf = String::from_utf8(adt("LF-1"))
+        .expect("utf8")
+        .replace('\r', "\n");
     peer.send(lf.as_bytes()).await;
     assert_eq!(msa(&peer.ack().await), ("AA".into(), "LF-1".into()));
     let received = history(&app, &key, "eventType=hl7.received").await;
@@ -77,7 +80,10 @@ async fn lf_segments_garbage_and_truncated_frames() {
     peer.write(&wire).await;
     assert_eq!(msa(&peer.ack().await).1, "AFTER-CUT");
     let errors = history(&app, &key, "eventType=hl7.error").await;
-    let cut = errors.iter().find(|e| e["messageControlId"] == "CUT-1").expect("hl7.error for the cut frame");
+    let cut = errors
+        .iter()
+        .find(|e| e["messageControlId"] == "CUT-1")
+        .expect("hl7.error for the cut frame");
     assert_eq!(cut["data"]["stage"], "frame");
     assert_eq!(cut["messageType"], "ADT^A01");
 
@@ -90,7 +96,8 @@ async fn lf_segments_garbage_and_truncated_frames() {
     assert_eq!(errors[0]["data"]["stage"], "parse");
 
     // Parses but fails validation: AR with ERR (unsupported version), and the control id echoed.
-    peer.send(b"MSH|^~\\&|S|FAC|R|H|1||ADT^A01|BADVER|P|9.9\rPID|1").await;
+    peer.send(b"MSH|^~\\&|S|FAC|R|H|1||ADT^A01|BADVER|P|9.9\rPID|1")
+        .await;
     let nak = peer.ack().await;
     assert_eq!(msa(&nak), ("AR".into(), "BADVER".into()));
     assert!(nak.get("ERR-3").is_some_and(|c| c.starts_with("203")));
@@ -112,8 +119,15 @@ async fn oversized_frames_get_a_nak_and_the_connection_closes() {
     }
     peer.send(&big).await;
     let nak = peer.ack().await;
-    assert_eq!(msa(&nak), ("AR".into(), "BIG-1".into()), "NAK names the message from its MSH");
-    assert!(peer.closed_within(Duration::from_secs(5)).await, "connection closed after the NAK");
+    assert_eq!(
+        msa(&nak),
+        ("AR".into(), "BIG-1".into()),
+        "NAK names the message from its MSH"
+    );
+    assert!(
+        peer.closed_within(Duration::from_secs(5)).await,
+        "connection closed after the NAK"
+    );
     let errors = history(&app, &key, "eventType=hl7.error").await;
     assert_eq!(errors[0]["messageControlId"], "BIG-1");
     assert_eq!(errors[0]["data"]["stage"], "frame");
@@ -140,7 +154,9 @@ async fn disconnect_mid_frame_is_recorded_and_the_server_keeps_serving() {
     })
     .await;
     // Nothing was stored as received: the sender was never told AA.
-    assert!(history(&app, &key, "eventType=hl7.received").await.is_empty());
+    assert!(history(&app, &key, "eventType=hl7.received")
+        .await
+        .is_empty());
     let mut peer = Peer::connect(app.mllp()).await;
     peer.send(&adt("NEXT-1")).await;
     assert_eq!(msa(&peer.ack().await).0, "AA");
@@ -162,8 +178,14 @@ async fn latin1_bytes_are_decoded_and_the_ack_is_latin1() {
     let ack = switchboard_hl7::Message::parse(&raw_ack).expect("ACK");
     assert_eq!(msa(&ack), ("AA".into(), "FR000042".into()));
     // MSH-4 of the original (HÔPITAL MONTRÉAL) becomes MSH-6 of the ACK, in ISO-8859-1 bytes.
-    assert_eq!(ack.get("MSH-6").as_deref(), Some("H\u{d4}PITAL MONTR\u{c9}AL"));
-    assert!(raw_ack.windows(2).any(|w| w == b"\xd4P"), "sent as ISO-8859-1, not UTF-8");
+    assert_eq!(
+        ack.get("MSH-6").as_deref(),
+        Some("H\u{d4}PITAL MONTR\u{c9}AL")
+    );
+    assert!(
+        raw_ack.windows(2).any(|w| w == b"\xd4P"),
+        "sent as ISO-8859-1, not UTF-8"
+    );
 }
 
 #[tokio::test]
@@ -180,10 +202,16 @@ async fn accept_ack_type_never_sends_no_ack_but_stores_the_message() {
     let app = mllp_app(|_| {}).await;
     let key = app.org_key(ORG).await;
     let mut peer = Peer::connect(app.mllp()).await;
-    peer.send(b"MSH|^~\\&|S|FAC|R|H|1||ADT^A01|NE-1|P|2.5|||NE|NE\rPID|1").await;
-    peer.send(b"MSH|^~\\&|S|FAC|R|H|1||ADT^A01|AL-1|P|2.5|||AL|NE\rPID|1").await;
+    peer.send(b"MSH|^~\\&|S|FAC|R|H|1||ADT^A01|NE-1|P|2.5|||NE|NE\rPID|1")
+        .await;
+    peer.send(b"MSH|^~\\&|S|FAC|R|H|1||ADT^A01|AL-1|P|2.5|||AL|NE\rPID|1")
+        .await;
     let ack = peer.ack().await;
-    assert_eq!(msa(&ack), ("CA".into(), "AL-1".into()), "only the AL message is acknowledged");
+    assert_eq!(
+        msa(&ack),
+        ("CA".into(), "AL-1".into()),
+        "only the AL message is acknowledged"
+    );
     let received = history(&app, &key, "eventType=hl7.received").await;
     assert_eq!(received.len(), 2);
 }

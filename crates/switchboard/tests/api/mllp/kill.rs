@@ -23,14 +23,18 @@ async fn kill_9_loses_no_acknowledged_hl7_message() {
         .map(|conn| {
             let acked = Arc::clone(&acked);
             tokio::spawn(async move {
-                let Ok(stream) = tokio::net::TcpStream::connect(addr).await else { return };
+                let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+                    return;
+                };
                 let mut peer = Peer::over(stream);
                 for n in 0.. {
                     let id = format!("K{conn}-{n}");
                     if peer.stream_write(&adt(&id)).await.is_err() {
                         return;
                     }
-                    let Some(ack) = peer.try_ack().await else { return };
+                    let Some(ack) = peer.try_ack().await else {
+                        return;
+                    };
                     if ack.contains(&format!("MSA|AA|{id}")) {
                         acked.lock().expect("lock").push(id);
                     }
@@ -45,7 +49,11 @@ async fn kill_9_loses_no_acknowledged_hl7_message() {
         s.await.expect("sender");
     }
     let acked = acked.lock().expect("lock").clone();
-    assert!(acked.len() > 50, "the load ran ({} acknowledged)", acked.len());
+    assert!(
+        acked.len() > 50,
+        "the load ran ({} acknowledged)",
+        acked.len()
+    );
 
     let mut server = start_server(&db_url, &admin, &env).await;
     let client = Client::new();
@@ -60,7 +68,10 @@ async fn kill_9_loses_no_acknowledged_hl7_message() {
         .await
         .expect("json");
     let export = client
-        .get(format!("{}/api/events/export?format=ndjson&eventType=hl7.received", server.base))
+        .get(format!(
+            "{}/api/events/export?format=ndjson&eventType=hl7.received",
+            server.base
+        ))
         .bearer_auth(key["key"].as_str().expect("key"))
         .send()
         .await
@@ -74,8 +85,17 @@ async fn kill_9_loses_no_acknowledged_hl7_message() {
         .filter_map(|e| e["messageControlId"].as_str().map(str::to_string))
         .collect();
     let missing: Vec<_> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged messages lost: {:?}", missing.len(), &missing[..missing.len().min(5)]);
-    eprintln!("mllp kill test: {} acknowledged, {} stored", acked.len(), stored.len());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged messages lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    eprintln!(
+        "mllp kill test: {} acknowledged, {} stored",
+        acked.len(),
+        stored.len()
+    );
     let _ = server.child.kill();
     let _ = server.child.wait();
 }

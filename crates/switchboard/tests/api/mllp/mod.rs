@@ -20,12 +20,18 @@ pub const ORG: &str = "hospital-a";
 
 /// A sample message from the parser crate's test data.
 pub fn sample(name: &str) -> Vec<u8> {
-    let path = format!("{}/../switchboard-hl7/tests/data/{name}.hl7", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../switchboard-hl7/tests/data/{name}.hl7",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 pub fn sample_path(name: &str) -> String {
-    format!("{}/../switchboard-hl7/tests/data/{name}.hl7", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/../switchboard-hl7/tests/data/{name}.hl7",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 /// A small valid ADT^A01 with the given control id.

@@ -26,9 +26,17 @@ async fn client_reuses_its_connection() {
     let mut client = MllpClient::new(app.mllp().to_string(), quick());
     for id in ["C-1", "C-2", "C-3"] {
         let reply = client.send(&adt(id)).await.expect("sent");
-        assert_eq!((reply.code, reply.control_id.as_str(), reply.attempts), (AckCode::AA, id, 1));
+        assert_eq!(
+            (reply.code, reply.control_id.as_str(), reply.attempts),
+            (AckCode::AA, id, 1)
+        );
     }
-    assert_eq!(history(&app, &key, "eventType=connection.opened").await.len(), 1);
+    assert_eq!(
+        history(&app, &key, "eventType=connection.opened")
+            .await
+            .len(),
+        1
+    );
 }
 
 /// A fake destination: answers each message with whatever `answer` returns (or nothing), after `delay`.
@@ -80,14 +88,18 @@ fn ack_for(msg: &Message, code: AckCode) -> Vec<u8> {
 #[tokio::test]
 async fn a_foreign_ack_is_an_error_not_an_answer() {
     let addr = fake_destination(|msg, _| {
-        let wrong = Message::parse_str(&String::from_utf8_lossy(&adt("SOMEONE-ELSE"))).expect("msg");
+        let wrong =
+            Message::parse_str(&String::from_utf8_lossy(&adt("SOMEONE-ELSE"))).expect("msg");
         let _ = msg;
         Some((ack_for(&wrong, AckCode::AA), Duration::ZERO))
     })
     .await;
     let mut client = MllpClient::new(addr.to_string(), quick());
     let err = client.send(&adt("MINE")).await.expect_err("mismatch");
-    assert!(matches!(err, SendError::Mismatch { ref got, .. } if got == "SOMEONE-ELSE"), "{err}");
+    assert!(
+        matches!(err, SendError::Mismatch { ref got, .. } if got == "SOMEONE-ELSE"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -96,15 +108,31 @@ async fn a_late_ack_is_never_matched_to_the_next_message() {
     // the late ACK for SLOW would arrive before the ACK for NEXT.
     let addr = fake_destination(|msg, _| {
         let slow = msg.control_id().as_deref() == Some("SLOW");
-        let delay = if slow { Duration::from_millis(800) } else { Duration::ZERO };
+        let delay = if slow {
+            Duration::from_millis(800)
+        } else {
+            Duration::ZERO
+        };
         Some((ack_for(msg, AckCode::AA), delay))
     })
     .await;
-    let mut client = MllpClient::new(addr.to_string(), SendOptions { retries: 0, ..quick() });
+    let mut client = MllpClient::new(
+        addr.to_string(),
+        SendOptions {
+            retries: 0,
+            ..quick()
+        },
+    );
     let err = client.send(&adt("SLOW")).await.expect_err("timeout");
     assert!(matches!(err, SendError::Timeout { .. }), "{err}");
-    let reply = client.send(&adt("NEXT")).await.expect("answered on a fresh connection");
-    assert_eq!((reply.code, reply.control_id.as_str()), (AckCode::AA, "NEXT"));
+    let reply = client
+        .send(&adt("NEXT"))
+        .await
+        .expect("answered on a fresh connection");
+    assert_eq!(
+        (reply.code, reply.control_id.as_str()),
+        (AckCode::AA, "NEXT")
+    );
 
     // A NAK is an answer, not a failure: returned at once, not retried.
     let nak = fake_destination(|msg, _| Some((ack_for(msg, AckCode::AE), Duration::ZERO))).await;
@@ -116,9 +144,20 @@ async fn a_late_ack_is_never_matched_to_the_next_message() {
 #[tokio::test]
 async fn retries_reach_a_destination_that_recovers() {
     // Drops the first message without answering (closes), then answers.
-    let addr = fake_destination(|msg, n| (n >= 100).then(|| (ack_for(msg, AckCode::AA), Duration::ZERO))).await;
-    let mut client = MllpClient::new(addr.to_string(), SendOptions { timeout: Duration::from_millis(300), ..quick() });
-    let reply = client.send(&adt("RETRY")).await.expect("second attempt answers");
+    let addr =
+        fake_destination(|msg, n| (n >= 100).then(|| (ack_for(msg, AckCode::AA), Duration::ZERO)))
+            .await;
+    let mut client = MllpClient::new(
+        addr.to_string(),
+        SendOptions {
+            timeout: Duration::from_millis(300),
+            ..quick()
+        },
+    );
+    let reply = client
+        .send(&adt("RETRY"))
+        .await
+        .expect("second attempt answers");
     assert_eq!((reply.code, reply.attempts), (AckCode::AA, 2));
 }
 
@@ -145,10 +184,19 @@ async fn send_cli_prints_ack_codes_and_fails_on_a_nak() {
                 .expect("run switchboard send")
         })
     };
-    let out = run(vec![many.display().to_string(), sample_path("orm_o01")]).await.expect("join");
+    let out = run(vec![many.display().to_string(), sample_path("orm_o01")])
+        .await
+        .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let codes: Vec<&str> = stdout.lines().map(|l| l.rsplit('\t').next().unwrap_or_default()).collect();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let codes: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.rsplit('\t').next().unwrap_or_default())
+        .collect();
     assert_eq!(codes, ["AA", "AA", "CA"], "{stdout}");
 
     let bad = dir.path().join("bad.hl7");

@@ -9,7 +9,8 @@ use tokio_rustls::TlsConnector;
 #[tokio::test]
 async fn tls_listener_acknowledges_over_tls_and_refuses_plain_text() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let (cert_path, key_path) = (dir.path().join("mllp.crt"), dir.path().join("mllp.key"));
     std::fs::write(&cert_path, certified.cert.pem()).expect("write cert");
     std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key");
@@ -23,12 +24,15 @@ async fn tls_listener_acknowledges_over_tls_and_refuses_plain_text() {
     roots
         .add(CertificateDer::from(certified.cert.der().to_vec()))
         .expect("root");
-    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(app.mllp()).await.expect("connect");
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(app.mllp())
+        .await
+        .expect("connect");
     let name = ServerName::try_from("localhost").expect("name");
     let stream = TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
