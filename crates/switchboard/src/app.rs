@@ -141,7 +141,9 @@ pub async fn run(
     let server = axum::serve(listeners.http, api::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
-    // In-flight HL7 messages are committed and acknowledged before the hub stops.
+    // In-flight HL7 messages are committed and acknowledged before the hub stops (the token is cancelled here
+    // too in case the HTTP server ended on its own).
+    shutdown.cancel();
     mllp_servers.wait().await;
 
     tracing::info!("shutting down: committing queued events");

@@ -224,3 +224,93 @@ impl Hl7Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn default_listener_and_env_overrides() {
+        let config = Config::defaults().expect("defaults");
+        let listeners = config.mllp.listeners();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0].addr.to_string(), "127.0.0.1:2575");
+        assert_eq!(&*listeners[0].org, "default");
+        assert!(config.hl7.destinations.is_empty());
+
+        let config = Config::load_from(
+            None,
+            &env(&[
+                ("SWITCHBOARD_MLLP_ADDR", "0.0.0.0:6661"),
+                ("SWITCHBOARD_MLLP_ORG", "lab"),
+                (
+                    "SWITCHBOARD_HL7_DESTINATIONS",
+                    "lis.example:2575, 10.0.0.5:6661",
+                ),
+            ]),
+        )
+        .expect("config");
+        let listener = &config.mllp.listeners()[0];
+        assert_eq!(
+            (listener.addr.to_string().as_str(), &*listener.org),
+            ("0.0.0.0:6661", "lab")
+        );
+        assert!(config.hl7.allows("LIS.example:2575") && config.hl7.allows("10.0.0.5:6661"));
+        assert!(!config.hl7.allows("10.0.0.5:6662"));
+
+        let off = Config::load_from(None, &env(&[("SWITCHBOARD_MLLP_ENABLED", "false")]))
+            .expect("config");
+        assert!(off.mllp.listeners().is_empty());
+    }
+
+    #[test]
+    fn extra_listeners_and_facility_tables_from_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[mllp]\norg = \"hosp\"\nfacility_orgs = { \"NORTH LAB\" = \"north\" }\n\n\
+             [[mllp.listeners]]\nname = \"lab\"\naddr = \"127.0.0.1:2576\"\norg = \"lab\"\n",
+        )
+        .expect("write");
+        let config = Config::load_from(Some(&path), &HashMap::new()).expect("config");
+        let listeners = config.mllp.listeners();
+        assert_eq!(listeners.len(), 2);
+        assert_eq!(&**listeners[0].org_for(Some(" NORTH LAB ")), "north");
+        assert_eq!(&**listeners[0].org_for(Some("ELSEWHERE")), "hosp");
+        assert_eq!(&**listeners[0].org_for(None), "hosp");
+        assert_eq!((&*listeners[1].name, &*listeners[1].org), ("lab", "lab"));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            ("[mllp]\norg = \"a:b\"\n", "org 'a:b'"),
+            ("[mllp]\ntls_cert = \"x.pem\"\n", "tls_cert and tls_key"),
+            (
+                "[[mllp.listeners]]\nname = \"default\"\naddr = \"127.0.0.1:1\"\norg = \"x\"\n",
+                "used twice",
+            ),
+            ("[hl7]\ndestinations = [\"nohost\"]\n", "not host:port"),
+            (
+                "[mllp]\nfacility_orgs = { \"F\" = \"\" }\n",
+                "facility_orgs 'F'",
+            ),
+        ];
+        for (i, (text, expected)) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("c{i}.toml"));
+            std::fs::write(&path, text).expect("write");
+            let err = Config::load_from(Some(&path), &HashMap::new()).expect_err(text);
+            assert!(err.to_string().contains(expected), "{text}: {err}");
+        }
+    }
+}

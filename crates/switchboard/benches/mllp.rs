@@ -1,0 +1,173 @@
+//! Benchmark of the MLLP listener end to end: the app runs in-process (SQLite in a temp dir, WAL,
+//! `synchronous=FULL`, every event committed before its ACK) and 64 connections each send the sample ADT^A01
+//! (unique MSH-10 per message) and wait for its ACK before sending the next.
+//!
+//! Run: `cargo bench -p switchboard --bench mllp` (add `-- --quick` for a short run, `-- --connections N`,
+//! `-- --secs N`, `-- --no-stage-events` to emit only `hl7.received` per message).
+//! Prints ACKed messages/s and ACK latency percentiles as seen by the clients.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard::{Application, Config};
+use switchboard_hl7::framing::{encode_frame, MllpDecoder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const SAMPLE: &[u8] = include_bytes!("../../switchboard-hl7/tests/data/adt_a01.hl7");
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// The sample with `MSG00001` replaced by `id`, framed.
+fn framed(id: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(SAMPLE).replace("MSG00001", id);
+    let mut out = Vec::with_capacity(text.len() + 3);
+    encode_frame(text.as_bytes(), &mut out);
+    out
+}
+
+struct ClientResult {
+    latencies: Vec<Duration>,
+    errors: usize,
+}
+
+async fn client(
+    addr: SocketAddr,
+    conn: usize,
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+) -> ClientResult {
+    let mut result = ClientResult {
+        latencies: Vec::with_capacity(200_000),
+        errors: 0,
+    };
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        result.errors += 1;
+        return result;
+    };
+    let _ = stream.set_nodelay(true);
+    let mut decoder = MllpDecoder::default();
+    let mut buf = vec![0u8; 8192];
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let id = format!("B{conn}-{n}");
+        let frame = framed(&id);
+        let started = Instant::now();
+        if stream.write_all(&frame).await.is_err() {
+            result.errors += 1;
+            return result;
+        }
+        let ack = loop {
+            match decoder.decode() {
+                Ok(d) => {
+                    if let Some(f) = d.frame {
+                        break f;
+                    }
+                }
+                Err(_) => {
+                    result.errors += 1;
+                    return result;
+                }
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    result.errors += 1;
+                    return result;
+                }
+                Ok(k) => decoder.feed(&buf[..k]),
+            }
+        };
+        let elapsed = started.elapsed();
+        let expected = format!("MSA|AA|{id}");
+        if !ack
+            .windows(expected.len())
+            .any(|w| w == expected.as_bytes())
+        {
+            result.errors += 1;
+        } else if measuring.load(Ordering::Relaxed) {
+            result.latencies.push(elapsed);
+        }
+    }
+    result
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let stage_events = !std::env::args().any(|a| a == "--no-stage-events");
+    let connections: usize = arg("--connections")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let secs: u64 = arg("--secs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 3 } else { 15 });
+    let warmup = Duration::from_secs(if quick { 1 } else { 3 });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::defaults().expect("config");
+        config.http.addr = "127.0.0.1:0".parse().expect("addr");
+        config.mllp.addr = "127.0.0.1:0".parse().expect("addr");
+        config.mllp.stage_events = stage_events;
+        config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
+        config.auth.admin_token = switchboard::auth::generate_key();
+        let app = Application::build(config).await.expect("build");
+        let addr = app.mllp_addr().expect("mllp listener");
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let measuring = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..connections)
+            .map(|c| tokio::spawn(client(addr, c, Arc::clone(&stop), Arc::clone(&measuring))))
+            .collect();
+        tokio::time::sleep(warmup).await;
+        measuring.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        measuring.store(false, Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        let mut errors = 0;
+        for t in tasks {
+            let r = t.await.expect("client");
+            all.extend(r.latencies);
+            errors += r.errors;
+        }
+        shutdown.cancel();
+        server.await.expect("join").expect("app");
+        all.sort();
+        let pick = |q: f64| all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+        let events = if stage_events { 3 } else { 1 };
+        println!(
+            "MLLP: {connections} connections, one message in flight each, ADT^A01 of {} bytes, {events} event(s) per message, SQLite synchronous=FULL",
+            SAMPLE.len()
+        );
+        println!(
+            "  {:.0} ACKed messages/s ({} in {:.1} s, {errors} errors)",
+            all.len() as f64 / elapsed.as_secs_f64(),
+            all.len(),
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "  ACK latency: p50 {:?}, p90 {:?}, p99 {:?}, p99.9 {:?}, max {:?}",
+            pick(0.50),
+            pick(0.90),
+            pick(0.99),
+            pick(0.999),
+            all.last().copied().unwrap_or_default()
+        );
+    });
+}
