@@ -39,6 +39,7 @@ pub struct Config {
     pub hub: HubSettings,
     pub retention: RetentionConfig,
     pub auth: AuthConfig,
+    pub realtime: RealtimeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -77,6 +78,38 @@ pub struct RetentionConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub admin_token: String,
+}
+
+/// Live push to browsers: Socket.IO and Server-Sent Events (see `crate::realtime`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeConfig {
+    pub socketio_path: String,
+    pub max_events_per_sec: u32,
+    pub max_inbound_per_sec: u32,
+    pub max_connections: usize,
+    pub max_subscriptions: usize,
+    pub send_buffer: usize,
+    pub sse_keepalive_secs: u64,
+    pub sse_retry_ms: u64,
+}
+
+impl RealtimeConfig {
+    fn validate(&self) -> Result<(), String> {
+        let path = self.socketio_path.trim_end_matches('/');
+        if !path.starts_with('/') || path.len() < 2 || path.starts_with("/api") || path.starts_with("/health") {
+            return Err("realtime.socketio_path must be a path such as /socket.io, outside /api and /health".into());
+        }
+        if self.max_events_per_sec == 0
+            || self.max_inbound_per_sec == 0
+            || self.max_connections == 0
+            || self.send_buffer == 0
+            || self.sse_keepalive_secs == 0
+        {
+            return Err("realtime.max_events_per_sec, max_inbound_per_sec, max_connections, send_buffer and sse_keepalive_secs must be positive".into());
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -140,6 +173,7 @@ impl Config {
         if self.retention.batch_size == 0 || self.retention.interval_secs == 0 {
             return invalid("retention.batch_size and retention.interval_secs must be positive");
         }
+        self.realtime.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

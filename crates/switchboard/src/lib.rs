@@ -9,6 +9,7 @@
 //! - [`store`]: the storage trait and the SQLite backend.
 //! - [`api`]: the axum HTTP API and its error type.
 //! - [`listeners`]: built-in durable listeners (audit logger, metrics collector).
+//! - [`realtime`]: live push to screens: Socket.IO rooms and Server-Sent Events.
 //! - [`app`]: `run(config, listeners, shutdown)`, startup and graceful shutdown.
 //! - [`config`]: layered configuration.
 
@@ -19,6 +20,7 @@ pub mod config;
 pub mod event;
 pub mod hub;
 pub mod listeners;
+pub mod realtime;
 pub mod retention;
 pub mod store;
 pub mod util;

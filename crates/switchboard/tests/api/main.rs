@@ -7,4 +7,5 @@ mod isolation;
 mod keys;
 mod kill;
 mod openapi;
+mod realtime;
 mod store_conformance;
