@@ -10,7 +10,11 @@ use switchboard::event::{EventType, NewEvent, Source};
 use switchboard::hub::{Hub, HubConfig};
 
 fn payload() -> Box<RawValue> {
-    let body = format!("{{\"patient\":\"{}\",\"note\":\"{}\"}}", "P".repeat(16), "x".repeat(990));
+    let body = format!(
+        "{{\"patient\":\"{}\",\"note\":\"{}\"}}",
+        "P".repeat(16),
+        "x".repeat(990)
+    );
     RawValue::from_string(body).expect("valid json")
 }
 
@@ -32,8 +36,13 @@ async fn throughput(emitters: usize, total: usize) -> f64 {
             let (hub, event_type, data) = (hub.clone(), event_type.clone(), data.clone());
             tokio::spawn(async move {
                 for _ in 0..per_emitter {
-                    let event = NewEvent::new(event_type.clone(), "org-bench", Source::MllpServer, data.clone())
-                        .message("ADT^A01", None);
+                    let event = NewEvent::new(
+                        event_type.clone(),
+                        "org-bench",
+                        Source::MllpServer,
+                        data.clone(),
+                    )
+                    .message("ADT^A01", None);
                     hub.emit(event).await.expect("emit");
                 }
             })
@@ -52,7 +61,9 @@ async fn latency_at(rate_per_sec: u64, seconds: u64) -> (Duration, Duration, Dur
     let hub = fresh_hub(&dir).await;
     let event_type = EventType::parse("hl7.received").expect("type");
     let data = payload();
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity((rate_per_sec * seconds) as usize)));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
+        (rate_per_sec * seconds) as usize,
+    )));
     // Open loop: a ticker releases events on schedule whether or not earlier ones have committed.
     let tick = Duration::from_micros(1_000);
     let per_tick = rate_per_sec / 1_000;
@@ -62,10 +73,16 @@ async fn latency_at(rate_per_sec: u64, seconds: u64) -> (Duration, Duration, Dur
     for _ in 0..(seconds * 1_000) {
         interval.tick().await;
         for _ in 0..per_tick {
-            let (hub, event_type, data, latencies) = (hub.clone(), event_type.clone(), data.clone(), Arc::clone(&latencies));
+            let (hub, event_type, data, latencies) = (
+                hub.clone(),
+                event_type.clone(),
+                data.clone(),
+                Arc::clone(&latencies),
+            );
             handles.push(tokio::spawn(async move {
                 let started = Instant::now();
-                let event = NewEvent::new(event_type, "org-bench", Source::MllpServer, data).message("ADT^A01", None);
+                let event = NewEvent::new(event_type, "org-bench", Source::MllpServer, data)
+                    .message("ADT^A01", None);
                 hub.emit(event).await.expect("emit");
                 latencies.lock().expect("lock").push(started.elapsed());
             }));
@@ -83,7 +100,10 @@ async fn latency_at(rate_per_sec: u64, seconds: u64) -> (Duration, Duration, Dur
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         println!("durable append, 1 KB payloads, SQLite WAL synchronous=FULL, group commit");
         for (emitters, total) in [(1, if quick { 500 } else { 2_000 }), (16, 50_000), (256, if quick { 200_000 } else { 1_000_000 })] {

@@ -97,7 +97,11 @@ pub struct RealtimeConfig {
 impl RealtimeConfig {
     fn validate(&self) -> Result<(), String> {
         let path = self.socketio_path.trim_end_matches('/');
-        if !path.starts_with('/') || path.len() < 2 || path.starts_with("/api") || path.starts_with("/health") {
+        if !path.starts_with('/')
+            || path.len() < 2
+            || path.starts_with("/api")
+            || path.starts_with("/health")
+        {
             return Err("realtime.socketio_path must be a path such as /socket.io, outside /api and /health".into());
         }
         if self.max_events_per_sec == 0

@@ -129,8 +129,7 @@ mod tests {
         .resource("Patient", Some("p1".into()));
         let mut event = Event::from_new(new, Uuid::now_v7(), Timestamp(0));
         event.seq = 7;
-        let json: serde_json::Value =
-            serde_json::from_str(render(&event).get()).expect("json");
+        let json: serde_json::Value = serde_json::from_str(render(&event).get()).expect("json");
         assert_eq!(json["summary"], "Patient created");
         assert_eq!(json["seq"], 7);
         assert_eq!(json["resourceId"], "p1");

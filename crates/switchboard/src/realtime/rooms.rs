@@ -250,7 +250,10 @@ impl Fanout {
     fn join(&mut self, sid: Sid, key: ResourceKey) -> Result<String, RealtimeError> {
         let max = self.max_subscriptions;
         let (org, room) = self.room_of(sid)?;
-        let conn = room.conns.get_mut(&sid).ok_or(RealtimeError::NotConnected)?;
+        let conn = room
+            .conns
+            .get_mut(&sid)
+            .ok_or(RealtimeError::NotConnected)?;
         let name = resource_room(&org, &key);
         if conn.subscriptions.contains(&key) {
             return Ok(name);
@@ -369,7 +372,9 @@ impl Fanout {
             }
         }
         let members = match (&event.resource_type, &event.resource_id) {
-            (Some(t), Some(id)) => resources.get(t.as_str()).and_then(|ids| ids.get(id.as_str())),
+            (Some(t), Some(id)) => resources
+                .get(t.as_str())
+                .and_then(|ids| ids.get(id.as_str())),
             _ => None,
         };
         for sid in members.into_iter().flatten() {
@@ -399,7 +404,11 @@ impl Fanout {
     /// Once a second: tell sockets what they missed, and forget sockets that closed without a disconnect.
     fn sweep(&mut self) {
         let mut gone = Vec::new();
-        for (sid, conn) in self.orgs.values_mut().flat_map(|room| room.conns.iter_mut()) {
+        for (sid, conn) in self
+            .orgs
+            .values_mut()
+            .flat_map(|room| room.conns.iter_mut())
+        {
             if conn.closed || !conn.socket.connected() {
                 gone.push(*sid);
                 continue;

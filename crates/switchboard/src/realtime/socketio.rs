@@ -370,7 +370,9 @@ fn parse_room(own: &str, body: &Value) -> Result<Option<ResourceKey>, RealtimeEr
         Some(_) => return Err(bad("orgId must be a string")),
     }
     match (object.get("resourceType"), object.get("resourceId")) {
-        (Some(Value::String(kind)), Some(Value::String(id))) => ResourceKey::parse(kind, id).map(Some),
+        (Some(Value::String(kind)), Some(Value::String(id))) => {
+            ResourceKey::parse(kind, id).map(Some)
+        }
         _ => Err(bad(usage)),
     }
 }
@@ -389,7 +391,9 @@ fn disconnect_if_abusive(socket: &SocketRef) {
 fn answer(ack: AckSender, result: Result<String, RealtimeError>) {
     let body = match result {
         Ok(room) => json!({ "ok": true, "room": room }),
-        Err(err) => json!({ "ok": false, "error": { "code": err.code(), "message": err.to_string() } }),
+        Err(err) => {
+            json!({ "ok": false, "error": { "code": err.code(), "message": err.to_string() } })
+        }
     };
     let _ = ack.send(&body);
 }
@@ -424,7 +428,9 @@ mod tests {
     #[test]
     fn rooms_of_other_orgs_are_refused() {
         let own = "org-a";
-        assert!(parse_room(own, &json!({"room": "org:org-a"})).expect("own").is_none());
+        assert!(parse_room(own, &json!({"room": "org:org-a"}))
+            .expect("own")
+            .is_none());
         let key = parse_room(own, &json!({"room": "org:org-a:Patient:1"}))
             .expect("own resource")
             .expect("key");
@@ -434,7 +440,10 @@ mod tests {
             Err(RealtimeError::ForeignOrg { .. })
         ));
         assert!(matches!(
-            parse_room(own, &json!({"orgId": "org-b", "resourceType": "Patient", "resourceId": "1"})),
+            parse_room(
+                own,
+                &json!({"orgId": "org-b", "resourceType": "Patient", "resourceId": "1"})
+            ),
             Err(RealtimeError::ForeignOrg { .. })
         ));
         assert!(matches!(

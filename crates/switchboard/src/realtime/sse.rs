@@ -160,10 +160,9 @@ pub async fn stream(
         .keep_alive(keep_alive)
         .into_response();
     // Tell nginx-style proxies not to buffer the stream.
-    response.headers_mut().insert(
-        "x-accel-buffering",
-        header::HeaderValue::from_static("no"),
-    );
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
     Ok(response)
 }
 
@@ -193,7 +192,10 @@ fn resume_point(headers: &HeaderMap, since: Option<&str>) -> Result<Option<i64>,
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "bad_resume_point",
-                    format!("{name} must be an event seq (a non-negative integer), got '{}'", text.chars().take(40).collect::<String>()),
+                    format!(
+                        "{name} must be an event seq (a non-negative integer), got '{}'",
+                        text.chars().take(40).collect::<String>()
+                    ),
                 )
             })
     };
@@ -324,7 +326,69 @@ impl Drop for Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{EventType, NewEvent, Source};
+    use crate::hub::{Hub, HubConfig};
     use axum::http::HeaderValue;
+    use serde_json::value::RawValue;
+
+    #[tokio::test]
+    async fn a_stream_that_falls_behind_catches_up_from_the_log_without_gaps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let store = crate::store::open(&url).await.expect("store");
+        let hub = Hub::start(
+            Arc::clone(&store),
+            HubConfig {
+                broadcast_capacity: 16,
+                ..HubConfig::default()
+            },
+        )
+        .await
+        .expect("hub");
+        let mut feed = Feed {
+            store: Arc::clone(&store),
+            query: EventQuery {
+                org_id: Some("org-a".into()),
+                limit: 7,
+                ..EventQuery::default()
+            },
+            view: View::Summary,
+            cursor: 0,
+            catching_up: false,
+            pending: VecDeque::new(),
+            batches: hub.batches(),
+            shutdown: CancellationToken::new(),
+            hello: None,
+            _slot: ConnectionSlots::new(1).try_acquire().expect("slot"),
+        };
+        let mut expected = Vec::new();
+        for i in 0..100 {
+            let org = if i % 4 == 0 { "org-b" } else { "org-a" };
+            let data = RawValue::from_string(format!("{{\"i\":{i}}}")).expect("raw");
+            let event = NewEvent::new(
+                EventType::parse("custom.x").expect("type"),
+                org,
+                Source::Api,
+                data,
+            );
+            let stored = hub.emit(event).await.expect("emit");
+            if org == "org-a" {
+                expected.push(stored.seq);
+            }
+        }
+        // One event per batch, 100 batches: far more than the broadcast keeps, so the feed lagged.
+        let mut sent = Vec::new();
+        while sent.len() < expected.len() {
+            let next = tokio::time::timeout(Duration::from_secs(5), feed.next())
+                .await
+                .expect("in time")
+                .expect("an event");
+            assert!(!format!("{next:?}").contains("org-b"));
+            sent.push(feed.cursor);
+        }
+        assert_eq!(sent, expected);
+        hub.shutdown().await;
+    }
 
     #[test]
     fn last_event_id_wins_over_since() {

@@ -268,7 +268,10 @@ async fn matching_after_a_seq_filters_in_seq_order_and_pages() {
             _ => break,
         }
     }
-    assert_eq!(seen, expected, "every org-a event after seq 3, in seq order");
+    assert_eq!(
+        seen, expected,
+        "every org-a event after seq 3, in seq order"
+    );
     let filtered = store
         .events_matching_after(
             &EventQuery {
@@ -302,7 +305,10 @@ async fn matching_after_a_seq_filters_in_seq_order_and_pages() {
     assert!(patients
         .iter()
         .all(|e| e.resource_id.as_deref() == Some("p1")));
-    assert!(patients.iter().any(|e| e.org_id == "org-b"), "no org: every org");
+    assert!(
+        patients.iter().any(|e| e.org_id == "org-b"),
+        "no org: every org"
+    );
 }
 
 #[tokio::test]

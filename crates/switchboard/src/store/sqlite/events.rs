@@ -170,7 +170,11 @@ fn push_filters(sql: &mut String, args: &mut Vec<Value>, q: &EventQuery, org_col
         sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
     };
     if let Some(org) = &q.org_id {
-        push(sql, &format!(" AND {org_column} = ?"), Value::Text(org.clone()));
+        push(
+            sql,
+            &format!(" AND {org_column} = ?"),
+            Value::Text(org.clone()),
+        );
     }
     if let Some(from) = q.from {
         push(sql, " AND ts >= ?", Value::Integer(from.0));
@@ -184,7 +188,11 @@ fn push_filters(sql: &mut String, args: &mut Vec<Value>, q: &EventQuery, org_col
         ("message_type", &q.message_type),
     ] {
         if let Some(value) = value {
-            push(sql, &format!(" AND {field} = ?"), Value::Text(value.clone()));
+            push(
+                sql,
+                &format!(" AND {field} = ?"),
+                Value::Text(value.clone()),
+            );
         }
     }
     if let Some(source) = q.source {

@@ -69,7 +69,10 @@ impl NodeProcess {
         let stdin = self.stdin.as_mut().expect("stdin open");
         let mut line = command.to_string();
         line.push('\n');
-        stdin.write_all(line.as_bytes()).await.expect("write to node");
+        stdin
+            .write_all(line.as_bytes())
+            .await
+            .expect("write to node");
         stdin.flush().await.expect("flush");
     }
 
@@ -83,7 +86,10 @@ impl NodeProcess {
             match tokio::time::timeout_at(deadline, self.lines.recv()).await {
                 Ok(Some(line)) if matches(&line) => return line,
                 Ok(Some(line)) => self.backlog.push(line),
-                Ok(None) => panic!("node exited while waiting for {what}; saw {:?}", self.backlog),
+                Ok(None) => panic!(
+                    "node exited while waiting for {what}; saw {:?}",
+                    self.backlog
+                ),
                 Err(_) => panic!("timed out waiting for {what}; saw {:?}", self.backlog),
             }
         }
@@ -120,7 +126,9 @@ impl SocketIoClients {
 
     pub async fn connect_with(&mut self, client: &str, auth: Value, transports: Value) -> Value {
         self.node
-            .send(json!({"op": "connect", "client": client, "auth": auth, "transports": transports}))
+            .send(
+                json!({"op": "connect", "client": client, "auth": auth, "transports": transports}),
+            )
             .await;
         self.node
             .expect(&format!("{client} to connect"), |l| {

@@ -98,7 +98,9 @@ async fn a_reconnecting_event_source_gets_every_event_once_in_order() {
     }
 
     proxy.cut();
-    client.expect("the connection error", |l| l["type"] == "error").await;
+    client
+        .expect("the connection error", |l| l["type"] == "error")
+        .await;
     // Committed while the client is away, mixed with events it must not get.
     for i in 6..=15 {
         expected.push(publish(&app, &a, tick(i)).await);
@@ -106,7 +108,9 @@ async fn a_reconnecting_event_source_gets_every_event_once_in_order() {
         publish(&app, &a, json!({"eventType": "custom.other", "data": {}})).await;
     }
     proxy.heal();
-    client.expect("the reconnection", |l| l["type"] == "open").await;
+    client
+        .expect("the reconnection", |l| l["type"] == "open")
+        .await;
     expected.push(publish(&app, &a, tick(16)).await);
     while received.len() < expected.len() {
         let line = client.expect("a message", |l| l["type"] == "message").await;
@@ -118,8 +122,14 @@ async fn a_reconnecting_event_source_gets_every_event_once_in_order() {
         .collect();
     assert_eq!(ids, expected, "every event once, in order");
     for line in &received {
-        assert_eq!(line["data"]["seq"].to_string(), line["id"].as_str().expect("id"));
-        assert!(line["data"].get("data").is_none(), "summary view by default");
+        assert_eq!(
+            line["data"]["seq"].to_string(),
+            line["id"].as_str().expect("id")
+        );
+        assert!(
+            line["data"].get("data").is_none(),
+            "summary view by default"
+        );
     }
     let extra = client.drain(std::time::Duration::from_millis(300)).await;
     assert!(
@@ -199,13 +209,32 @@ async fn since_resumes_from_the_log_with_the_history_filters() {
     let mut wanted = Vec::new();
     for i in 0..3 {
         wanted.push(
-            publish(&app, &a, json!({"eventType": "hl7.received", "messageType": "ADT^A01",
-                "data": {"PID": format!("Doe^Jane^{i}")}}))
+            publish(
+                &app,
+                &a,
+                json!({"eventType": "hl7.received", "messageType": "ADT^A01",
+                "data": {"PID": format!("Doe^Jane^{i}")}}),
+            )
             .await,
         );
-        publish(&app, &a, json!({"eventType": "hl7.received", "messageType": "ORU^R01", "data": {}})).await;
-        publish(&app, &a, json!({"eventType": "fhir.created", "resourceType": "Patient", "data": {}})).await;
-        publish(&app, &b, json!({"eventType": "hl7.received", "messageType": "ADT^A01", "data": {}})).await;
+        publish(
+            &app,
+            &a,
+            json!({"eventType": "hl7.received", "messageType": "ORU^R01", "data": {}}),
+        )
+        .await;
+        publish(
+            &app,
+            &a,
+            json!({"eventType": "fhir.created", "resourceType": "Patient", "data": {}}),
+        )
+        .await;
+        publish(
+            &app,
+            &b,
+            json!({"eventType": "hl7.received", "messageType": "ADT^A01", "data": {}}),
+        )
+        .await;
     }
     let query = format!("?since={start}&eventType=hl7.*&messageType=ADT%5EA01&view=full");
     let mut stream = SseReader::open(&app, &a, &query, None).await;
@@ -214,18 +243,31 @@ async fn since_resumes_from_the_log_with_the_history_filters() {
         assert_eq!(message.id.as_deref(), Some(seq.to_string().as_str()));
         let event: Value = serde_json::from_str(&message.data).expect("json");
         assert_eq!(event["orgId"], "org-a");
-        assert!(event["data"]["PID"].as_str().expect("full view has data").starts_with("Doe^Jane"));
+        assert!(event["data"]["PID"]
+            .as_str()
+            .expect("full view has data")
+            .starts_with("Doe^Jane"));
     }
     // Then live: the next matching event arrives on the same stream.
-    let live = publish(&app, &a, json!({"eventType": "hl7.sent", "messageType": "ADT^A01", "data": {}})).await;
-    publish(&app, &b, json!({"eventType": "hl7.sent", "messageType": "ADT^A01", "data": {}})).await;
+    let live = publish(
+        &app,
+        &a,
+        json!({"eventType": "hl7.sent", "messageType": "ADT^A01", "data": {}}),
+    )
+    .await;
+    publish(
+        &app,
+        &b,
+        json!({"eventType": "hl7.sent", "messageType": "ADT^A01", "data": {}}),
+    )
+    .await;
     assert_eq!(stream.next().await.id, Some(live.to_string()));
 
     // Last-Event-ID wins over since, and the summary view carries no data.
     let mut stream = SseReader::open(
         &app,
         &a,
-        &format!("?since=0&eventType=hl7.received&messageType=ADT%5EA01"),
+        "?since=0&eventType=hl7.received&messageType=ADT%5EA01",
         Some(wanted[1]),
     )
     .await;
@@ -261,7 +303,10 @@ async fn stream_requests_are_checked() {
         let r = get(path, key).await.expect("request");
         assert_eq!(r.status(), status, "{path}");
         let body: Value = r.json().await.expect("error body");
-        assert!(body["error"]["message"].as_str().is_some(), "{path}: {body}");
+        assert!(
+            body["error"]["message"].as_str().is_some(),
+            "{path}: {body}"
+        );
     }
     let r = app
         .client
