@@ -71,7 +71,12 @@ fn process_stats(pid: u32) -> (u64, u64) {
 /// What every client task records.
 #[derive(Default)]
 struct Shared {
+    /// Event timestamp (stamped before the commit) to arrival, per push.
     latencies_us: Mutex<Vec<u32>>,
+    /// `(seq, arrival)` per push, matched afterwards with the time the publisher's commit acknowledgement arrived.
+    arrivals: Mutex<Vec<(i64, i64)>>,
+    /// `seq` → when the publisher got its `201` (the commit is acknowledged), in microseconds since the epoch.
+    acks: Mutex<std::collections::HashMap<i64, i64>>,
     received: AtomicU64,
     /// `switchboard:dropped` notices received (the server's own count of misses is read from /metrics).
     dropped_notices: AtomicU64,
@@ -104,7 +109,9 @@ async fn client(
     ready.send(()).await.expect("ready");
     drop(ready);
     let mut latencies = Vec::new();
+    let mut arrivals = Vec::new();
     let mut count = 0u64;
+    let mut unreported = 0u64;
     while let Some(Ok(message)) = ws.next().await {
         let Message::Text(text) = message else {
             continue;
@@ -114,27 +121,44 @@ async fn client(
             let _ = ws.send(Message::text("3")).await;
             continue;
         }
-        let Some(body) = text.strip_prefix("42") else {
+        if !text.starts_with("42") {
             continue;
-        };
-        let now = Timestamp::now();
-        let Ok(Value::Array(parts)) = serde_json::from_str::<Value>(body) else {
-            continue;
-        };
-        if parts.first().and_then(Value::as_str) == Some("switchboard:dropped") {
+        }
+        if text.starts_with("42[\"switchboard:dropped\"") {
             shared.dropped_notices.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let Some(stamp) = parts
-            .get(1)
-            .and_then(|p| p["timestamp"].as_str())
+        // Only the timestamp is read: the client's own parsing should not be what is measured.
+        const FIELD: &str = "\"timestamp\":\"";
+        let Some(stamp) = text
+            .find(FIELD)
+            .and_then(|i| text.get(i + FIELD.len()..i + FIELD.len() + 27))
             .and_then(Timestamp::parse_rfc3339)
         else {
             continue;
         };
+        let now = Timestamp::now();
         latencies.push((now.0 - stamp.0).max(0) as u32);
+        const SEQ: &str = "\"seq\":";
+        if let Some(seq) = text.find(SEQ).and_then(|i| {
+            let digits = &text[i + SEQ.len()..];
+            let end = digits
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(digits.len());
+            digits[..end].parse::<i64>().ok()
+        }) {
+            arrivals.push((seq, now.0));
+        }
         count += 1;
-        shared.received.fetch_add(1, Ordering::Relaxed);
+        unreported += 1;
+        if unreported == 64 {
+            shared.received.fetch_add(unreported, Ordering::Relaxed);
+            shared.arrivals.lock().expect("lock").append(&mut arrivals);
+            unreported = 0;
+        }
+        if arrivals.len() >= 4096 {
+            shared.arrivals.lock().expect("lock").append(&mut arrivals);
+        }
         if latencies.len() >= 4096 {
             shared
                 .latencies_us
@@ -143,6 +167,7 @@ async fn client(
                 .append(&mut latencies);
         }
     }
+    shared.received.fetch_add(unreported, Ordering::Relaxed);
     shared
         .latencies_us
         .lock()
@@ -230,6 +255,7 @@ async fn run(options: Options) {
     let connect_time = connecting.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_idle, cpu_before) = process_stats(pid);
+    let (_, own_cpu_before) = process_stats(std::process::id());
 
     let total = options.rate * options.seconds;
     let interval = Duration::from_secs_f64(1.0 / options.rate as f64);
@@ -238,7 +264,8 @@ async fn run(options: Options) {
     let load_started = Instant::now();
     for k in 0..total {
         tokio::time::sleep_until(start + interval * k as u32).await;
-        let (http, base, token) = (http.clone(), base.clone(), token.clone());
+        let (http, base, token, shared) =
+            (http.clone(), base.clone(), token.clone(), shared.clone());
         publishes.spawn(async move {
             let body = json!({"eventType": "custom.bench.tick", "resourceType": "Appointment",
                 "resourceId": format!("ap-{k}"), "data": {"k": k, "note": "x".repeat(200)}});
@@ -249,7 +276,11 @@ async fn run(options: Options) {
                 .send()
                 .await
                 .expect("publish");
+            let acked = Timestamp::now();
             assert_eq!(r.status(), 201);
+            let event: Value = r.json().await.expect("json");
+            let seq = event["seq"].as_i64().expect("seq");
+            shared.acks.lock().expect("lock").insert(seq, acked.0);
         });
     }
     while let Some(done) = publishes.join_next().await {
@@ -262,8 +293,10 @@ async fn run(options: Options) {
     }
     let load_time = load_started.elapsed();
     let (rss_loaded, cpu_after) = process_stats(pid);
+    let (_, own_cpu_after) = process_stats(std::process::id());
     let ticks_per_sec = 100.0;
     let cpu = (cpu_after - cpu_before) as f64 / ticks_per_sec / load_time.as_secs_f64();
+    let own_cpu = (own_cpu_after - own_cpu_before) as f64 / ticks_per_sec / load_time.as_secs_f64();
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -282,6 +315,28 @@ async fn run(options: Options) {
     let mut latencies = std::mem::take(&mut *shared.latencies_us.lock().expect("lock"));
     latencies.sort_unstable();
     let received = shared.received.load(Ordering::Relaxed);
+    let acks = std::mem::take(&mut *shared.acks.lock().expect("lock"));
+    let arrivals = std::mem::take(&mut *shared.arrivals.lock().expect("lock"));
+    let mut from_ack: Vec<u32> = arrivals
+        .iter()
+        .filter_map(|(seq, at)| acks.get(seq).map(|acked| (at - acked).max(0) as u32))
+        .collect();
+    let before_ack = arrivals
+        .iter()
+        .filter(|(seq, at)| acks.get(seq).is_some_and(|acked| at < acked))
+        .count();
+    from_ack.sort_unstable();
+    let commit_mean_ms = {
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        value("switchboard_commit_seconds_sum") / value("switchboard_commit_seconds_count") * 1000.0
+    };
     let complete = per_client.iter().filter(|&&n| n == total).count();
     let dropped: Vec<&str> = metrics
         .lines()
@@ -318,6 +373,15 @@ async fn run(options: Options) {
         percentile(&latencies, 1.0)
     );
     println!(
+        "  latency commit ack -> client (ms): p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}  ({before_ack} of {} pushes arrived before the publisher's 201)",
+        percentile(&from_ack, 0.50),
+        percentile(&from_ack, 0.95),
+        percentile(&from_ack, 0.99),
+        percentile(&from_ack, 1.0),
+        from_ack.len()
+    );
+    println!("  mean commit (fsync) time:  {commit_mean_ms:.1} ms");
+    println!(
         "  server RSS: {:.1} MiB before, {:.1} MiB with {} idle clients ({:.1} KiB per connection), {:.1} MiB under load",
         rss_before as f64 / 1024.0,
         rss_idle as f64 / 1024.0,
@@ -326,8 +390,9 @@ async fn run(options: Options) {
         rss_loaded as f64 / 1024.0
     );
     println!(
-        "  server CPU under load:     {:.0}% of one core",
-        cpu * 100.0
+        "  CPU under load: server {:.0}%, load clients {:.0}% of one core",
+        cpu * 100.0,
+        own_cpu * 100.0
     );
 }
 

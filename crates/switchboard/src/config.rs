@@ -364,6 +364,25 @@ mod tests {
     }
 
     #[test]
+    fn realtime_settings_have_defaults_and_are_checked() {
+        let config = Config::defaults().expect("defaults");
+        assert_eq!(config.realtime.socketio_path, "/socket.io");
+        assert_eq!(config.realtime.max_events_per_sec, 100);
+        let err = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_REALTIME_SOCKETIO_PATH", "/api/live")]),
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("realtime.socketio_path"), "{err}");
+        let err = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_REALTIME_MAX_EVENTS_PER_SEC", "0")]),
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("max_events_per_sec"), "{err}");
+    }
+
+    #[test]
     fn unknown_file_settings_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");

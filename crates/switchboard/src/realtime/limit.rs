@@ -8,21 +8,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Allows `per_sec` actions a second on average and bursts of as many; refills continuously.
+/// Allows `per_sec` actions a second on average and bursts of up to `burst`; refills continuously.
 #[derive(Debug, Clone)]
 pub struct TokenBucket {
     per_sec: f64,
+    burst: f64,
     tokens: f64,
     last: Instant,
 }
 
 impl TokenBucket {
-    /// A full bucket.
+    /// A full bucket that allows bursts of one second's worth.
     pub fn new(per_sec: u32, now: Instant) -> Self {
-        let per_sec = f64::from(per_sec.max(1));
+        Self::with_burst(per_sec, per_sec, now)
+    }
+
+    /// A full bucket that allows bursts of `burst` actions.
+    pub fn with_burst(per_sec: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
         TokenBucket {
-            per_sec,
-            tokens: per_sec,
+            per_sec: f64::from(per_sec.max(1)),
+            burst,
+            tokens: burst,
             last: now,
         }
     }
@@ -31,7 +38,7 @@ impl TokenBucket {
     pub fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now.max(self.last);
-        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.per_sec);
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -103,6 +110,15 @@ mod tests {
             10,
             "never more than one second's worth"
         );
+    }
+
+    #[test]
+    fn a_larger_burst_absorbs_uneven_arrivals() {
+        let start = Instant::now();
+        let mut bucket = TokenBucket::with_burst(10, 30, start);
+        assert_eq!((0..50).filter(|_| bucket.try_take(start)).count(), 30);
+        let later = start + Duration::from_secs(1);
+        assert_eq!((0..50).filter(|_| bucket.try_take(later)).count(), 10);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub const DROPPED_EVENT: &str = "switchboard:dropped";
 /// The most events read back from the log to fill one gap; a larger gap is skipped (and counted).
 pub const GAP_FILL_MAX: usize = 10_000;
 const GAP_PAGE: usize = 1000;
+/// A socket may receive this many seconds' worth of its rate at once: commits come in bursts, and a screen
+/// that keeps to the rate on average should not miss events for it.
+pub const BURST_SECONDS: u32 = 3;
 
 /// A change to the rooms, sent by the socket handlers.
 pub enum Command {
@@ -71,7 +74,11 @@ impl Conn {
             socket,
             org,
             filter,
-            bucket: TokenBucket::new(per_sec, Instant::now()),
+            bucket: TokenBucket::with_burst(
+                per_sec,
+                per_sec.saturating_mul(BURST_SECONDS),
+                Instant::now(),
+            ),
             subscriptions: HashSet::new(),
             missed: Missed::default(),
             closed: false,

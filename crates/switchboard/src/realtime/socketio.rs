@@ -28,12 +28,14 @@ use socketioxide::SocketIo;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Largest message a client may send, in bytes (subscriptions are tiny).
 const MAX_INBOUND_BYTES: usize = 16 * 1024;
 /// A client refused this many times in a row (seconds' worth of its budget) is disconnected.
 const ABUSE_FACTOR: u32 = 10;
+/// How long a room change waits for its socket to be registered with the fan-out.
+const REGISTRATION_WAIT: Duration = Duration::from_secs(5);
 
 /// What every Socket.IO handler can reach.
 #[derive(Clone)]
@@ -53,6 +55,8 @@ pub struct Session {
     refused: AtomicU32,
     /// Refusals in a row after which the socket is disconnected.
     abuse_limit: u32,
+    /// Set once the fan-out has been told about the socket; room changes wait for it so they queue behind it.
+    registered: watch::Sender<bool>,
     _slot: Slot,
 }
 
@@ -211,8 +215,15 @@ async fn admit_socket(
         )),
         refused: AtomicU32::new(0),
         abuse_limit: ctx.config.max_inbound_per_sec.saturating_mul(ABUSE_FACTOR),
+        registered: watch::Sender::new(false),
         _slot: slot,
     }));
+    // Handlers are registered here, before the client learns it is connected: a message it sends right away
+    // must find them (the connect handler runs in a task of its own, possibly later).
+    socket.on("subscribe", on_subscribe);
+    socket.on("unsubscribe", on_unsubscribe);
+    socket.on_fallback(on_unknown);
+    socket.on_disconnect(on_disconnect);
     Ok(())
 }
 
@@ -221,10 +232,6 @@ async fn on_connect(socket: SocketRef, State(ctx): State<Ctx>) {
         let _ = socket.disconnect();
         return;
     };
-    socket.on("subscribe", on_subscribe);
-    socket.on("unsubscribe", on_unsubscribe);
-    socket.on_fallback(on_unknown);
-    socket.on_disconnect(on_disconnect);
     tracing::debug!(org = %session.org, sid = %socket.id, "socket.io client connected");
     let conn = Conn::new(
         socket.clone(),
@@ -239,7 +246,9 @@ async fn on_connect(socket: SocketRef, State(ctx): State<Ctx>) {
         .is_err()
     {
         let _ = socket.disconnect();
+        return;
     }
+    session.registered.send_replace(true);
 }
 
 async fn on_disconnect(socket: SocketRef, State(ctx): State<Ctx>) {
@@ -300,6 +309,12 @@ async fn change_room(
         disconnect_if_abusive(socket);
         return Err(RealtimeError::RateLimited);
     }
+    // A client may subscribe the moment it is connected; its Join must queue behind its Connect.
+    let mut registered = session.registered.subscribe();
+    tokio::time::timeout(REGISTRATION_WAIT, registered.wait_for(|done| *done))
+        .await
+        .map_err(|_| RealtimeError::NotConnected)?
+        .map_err(|_| RealtimeError::NotConnected)?;
     let Some(key) = parse_room(&session.org, &body.unwrap_or(Value::Null))? else {
         // The org room itself: every socket is in it already and cannot leave it.
         return if join {

@@ -190,6 +190,15 @@ impl SocketIoClients {
             .await
     }
 
+    /// Waits for `client`'s disconnect line.
+    pub async fn disconnected(&mut self, client: &str) -> Value {
+        self.node
+            .expect(&format!("{client} to be disconnected"), |l| {
+                l["client"] == client && l["type"] == "disconnect"
+            })
+            .await
+    }
+
     /// Every event received so far (and within `quiet`), per client.
     pub async fn events_of(&mut self, client: &str, quiet: Duration) -> Vec<Value> {
         let all = self.node.drain(quiet).await;

@@ -326,3 +326,27 @@ async fn stream_requests_are_checked() {
     let doc = app.get_json(&a, "/api/openapi.json").await;
     assert!(doc["paths"].get("/api/events/stream").is_some());
 }
+
+#[tokio::test]
+async fn shutdown_closes_live_connections_and_drains() {
+    let app = spawn_app().await;
+    let a = app.org_key("org-a").await;
+    let mut clients = super::node::SocketIoClients::start(&app.url(""));
+    clients.connected("a1", json!({"token": a})).await;
+    let mut stream = SseReader::open(&app, &a, "?since=0", None).await;
+    publish(&app, &a, tick(1)).await;
+    assert!(stream.next().await.id.is_some());
+    tokio::time::timeout(std::time::Duration::from_secs(10), app.stop())
+        .await
+        .expect("the server drains with a socket and a stream open");
+    let gone = clients.disconnected("a1").await;
+    // The server's disconnect packet, or the closed transport if the server was gone first.
+    assert!(
+        gone["reason"] == "io server disconnect" || gone["reason"] == "transport close",
+        "{gone}"
+    );
+    let rest = tokio::time::timeout(WAIT, stream.response.chunk())
+        .await
+        .expect("the stream ends");
+    assert!(matches!(rest, Ok(None) | Err(_)), "the stream ended");
+}
