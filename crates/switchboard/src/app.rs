@@ -8,7 +8,7 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::hub::{spawn_durable, Hub};
 use crate::listeners::{AuditLogger, MetricsCollector, TaskCreator, Transformer};
-use crate::{auth, mllp, retention, store};
+use crate::{auth, mllp, realtime, retention, store};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
@@ -136,9 +136,14 @@ pub async fn run(
         webhooks,
     };
     let mllp_servers = mllp::MllpServers::start(listeners.mllp, &hub, &shutdown)?;
+    // Socket.IO and SSE stop on `shutdown` itself (not `background`): their connections must close for the
+    // server to drain.
+    let live = realtime::start(&state, shutdown.clone());
+    tasks.push(live.fanout);
+    let router = api::router(state).merge(live.router).layer(live.layer);
     let http_addr = listeners.http.local_addr()?;
     tracing::info!(http = %http_addr, "switchboard is serving");
-    let server = axum::serve(listeners.http, api::router(state))
+    let server = axum::serve(listeners.http, router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let served = server.await;
     // In-flight HL7 messages are committed and acknowledged before the hub stops (the token is cancelled here

@@ -43,6 +43,7 @@ pub struct Config {
     pub webhooks: crate::webhooks::WebhooksConfig,
     pub mllp: crate::mllp::MllpConfig,
     pub hl7: crate::mllp::Hl7Config,
+    pub realtime: RealtimeConfig,
 }
 
 /// Which built-in durable listeners run.
@@ -89,6 +90,42 @@ pub struct RetentionConfig {
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub admin_token: String,
+}
+
+/// Live push to browsers: Socket.IO and Server-Sent Events (see `crate::realtime`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RealtimeConfig {
+    pub socketio_path: String,
+    pub max_events_per_sec: u32,
+    pub max_inbound_per_sec: u32,
+    pub max_connections: usize,
+    pub max_subscriptions: usize,
+    pub send_buffer: usize,
+    pub sse_keepalive_secs: u64,
+    pub sse_retry_ms: u64,
+}
+
+impl RealtimeConfig {
+    fn validate(&self) -> Result<(), String> {
+        let path = self.socketio_path.trim_end_matches('/');
+        if !path.starts_with('/')
+            || path.len() < 2
+            || path.starts_with("/api")
+            || path.starts_with("/health")
+        {
+            return Err("realtime.socketio_path must be a path such as /socket.io, outside /api and /health".into());
+        }
+        if self.max_events_per_sec == 0
+            || self.max_inbound_per_sec == 0
+            || self.max_connections == 0
+            || self.send_buffer == 0
+            || self.sse_keepalive_secs == 0
+        {
+            return Err("realtime.max_events_per_sec, max_inbound_per_sec, max_connections, send_buffer and sse_keepalive_secs must be positive".into());
+        }
+        Ok(())
+    }
 }
 
 impl Config {
@@ -155,6 +192,7 @@ impl Config {
         self.webhooks.validate().map_err(ConfigError::Invalid)?;
         self.mllp.validate().map_err(ConfigError::Invalid)?;
         self.hl7.validate().map_err(ConfigError::Invalid)?;
+        self.realtime.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -338,6 +376,25 @@ mod tests {
         let err = Config::load_from(None, &env(&[("SWITCHBOARD_DATABASE_URL", "mysql://x")]))
             .expect_err("must fail");
         assert!(err.to_string().contains("database.url"), "{err}");
+    }
+
+    #[test]
+    fn realtime_settings_have_defaults_and_are_checked() {
+        let config = Config::defaults().expect("defaults");
+        assert_eq!(config.realtime.socketio_path, "/socket.io");
+        assert_eq!(config.realtime.max_events_per_sec, 100);
+        let err = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_REALTIME_SOCKETIO_PATH", "/api/live")]),
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("realtime.socketio_path"), "{err}");
+        let err = Config::load_from(
+            None,
+            &env(&[("SWITCHBOARD_REALTIME_MAX_EVENTS_PER_SEC", "0")]),
+        )
+        .expect_err("must fail");
+        assert!(err.to_string().contains("max_events_per_sec"), "{err}");
     }
 
     #[test]

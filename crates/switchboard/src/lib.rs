@@ -10,6 +10,7 @@
 //! - [`api`]: the axum HTTP API and its error type.
 //! - [`listeners`]: built-in durable listeners (audit logger, metrics collector).
 //! - [`mllp`]: HL7 v2 over MLLP: the listener (a source) and the sender.
+//! - [`realtime`]: live push to screens: Socket.IO rooms and Server-Sent Events.
 //! - [`app`]: `run(config, listeners, shutdown)`, startup and graceful shutdown.
 //! - [`config`]: layered configuration.
 //! - [`webhooks`]: subscriptions, the transactional outbox and the delivery worker.
@@ -23,6 +24,7 @@ pub mod fhir;
 pub mod hub;
 pub mod listeners;
 pub mod mllp;
+pub mod realtime;
 pub mod retention;
 pub mod store;
 pub mod transform;

@@ -12,6 +12,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "Switchboard", description = "Durable event hub for HL7 v2 and FHIR R4"),
     paths(
         super::events::publish, super::events::list, super::events::get_one, super::events::export,
+        crate::realtime::sse::stream,
         super::keys::create, super::keys::list, super::keys::remove,
         super::audit::list,
         super::fhir::create, super::fhir::update, super::fhir::remove, super::fhir::read, super::fhir::vread,

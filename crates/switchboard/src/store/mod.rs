@@ -125,6 +125,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn query_events(&self, query: &EventQuery) -> StoreResult<Vec<Event>>;
 
+    /// Events with `seq > after` that pass `query`'s filters (org, types, time, resource, message type, source), in
+    /// `seq` order, at most `query.limit`; `query.after` and `query.order` are ignored. Live streams resume with it.
+    async fn events_matching_after(
+        &self,
+        query: &EventQuery,
+        after: i64,
+    ) -> StoreResult<Vec<Event>>;
+
     /// Deletes up to `limit` events older than `cutoff`, oldest first; returns how many were deleted.
     async fn purge_events_before(&self, cutoff: Timestamp, limit: usize) -> StoreResult<u64>;
 

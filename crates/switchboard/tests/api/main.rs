@@ -9,6 +9,7 @@ mod keys;
 mod kill;
 mod mllp;
 mod openapi;
+mod realtime;
 mod store_conformance;
 mod transform;
 mod webhooks;

@@ -234,6 +234,88 @@ async fn queries_filter_order_and_page() {
 }
 
 #[tokio::test]
+async fn matching_after_a_seq_filters_in_seq_order_and_pages() {
+    let (store, _dir) = fresh().await;
+    let mut batch = Vec::new();
+    for i in 0..30 {
+        let kind = ["fhir.created", "custom.a.b", "hl7.received"][i % 3];
+        let org = if i % 5 == 0 { "org-b" } else { "org-a" };
+        let mut e = ev(kind, org, 1_000 + i as i64);
+        if kind == "hl7.received" {
+            e.message_type = Some(if i % 2 == 0 { "ADT^A01" } else { "ORU^R01" }.into());
+        }
+        batch.push(e);
+    }
+    let stored = append(&store, batch).await;
+    let query = EventQuery {
+        org_id: Some("org-a".into()),
+        limit: 4,
+        // Ignored by this method: it always pages forward in seq order.
+        order: Order::Desc,
+        ..Default::default()
+    };
+    let expected: Vec<i64> = stored
+        .iter()
+        .filter(|e| e.org_id == "org-a" && e.seq > 3)
+        .map(|e| e.seq)
+        .collect();
+    let mut seen = Vec::new();
+    let mut after = 3;
+    loop {
+        let page = store
+            .events_matching_after(&query, after)
+            .await
+            .expect("page");
+        seen.extend(page.iter().map(|e| e.seq));
+        match page.last() {
+            Some(last) if page.len() == query.limit => after = last.seq,
+            _ => break,
+        }
+    }
+    assert_eq!(
+        seen, expected,
+        "every org-a event after seq 3, in seq order"
+    );
+    let filtered = store
+        .events_matching_after(
+            &EventQuery {
+                event_types: vec![Pattern::parse("hl7.*").expect("pattern")],
+                message_type: Some("ADT^A01".into()),
+                limit: 100,
+                ..query.clone()
+            },
+            0,
+        )
+        .await
+        .expect("filtered");
+    assert!(!filtered.is_empty());
+    assert!(filtered.iter().all(|e| e.org_id == "org-a"
+        && e.event_type.as_str() == "hl7.received"
+        && e.message_type.as_deref() == Some("ADT^A01")));
+    let patients = store
+        .events_matching_after(
+            &EventQuery {
+                org_id: None,
+                resource_type: Some("Patient".into()),
+                resource_id: Some("p1".into()),
+                limit: 100,
+                ..Default::default()
+            },
+            0,
+        )
+        .await
+        .expect("by resource");
+    assert!(!patients.is_empty());
+    assert!(patients
+        .iter()
+        .all(|e| e.resource_id.as_deref() == Some("p1")));
+    assert!(
+        patients.iter().any(|e| e.org_id == "org-b"),
+        "no org: every org"
+    );
+}
+
+#[tokio::test]
 async fn purge_deletes_old_events_in_batches_and_seq_never_goes_back() {
     let (store, _dir) = fresh().await;
     let batch: Vec<Event> = (0..50).map(|i| ev("custom.x", "org-a", i)).collect();

@@ -152,51 +152,11 @@ pub(super) fn get(conn: &Connection, org_id: Option<&str>, id: Uuid) -> StoreRes
 pub(super) fn query(conn: &Connection, q: &EventQuery) -> StoreResult<Vec<Event>> {
     let mut sql = format!("SELECT {COLUMNS} FROM events WHERE 1 = 1");
     let mut args: Vec<Value> = Vec::new();
+    push_filters(&mut sql, &mut args, q, "org_id");
     let mut push = |sql: &mut String, clause: &str, value: Value| {
         args.push(value);
         sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
     };
-    if let Some(org) = &q.org_id {
-        push(&mut sql, " AND org_id = ?", Value::Text(org.clone()));
-    }
-    if let Some(from) = q.from {
-        push(&mut sql, " AND ts >= ?", Value::Integer(from.0));
-    }
-    if let Some(to) = q.to {
-        push(&mut sql, " AND ts < ?", Value::Integer(to.0));
-    }
-    for (field, value) in [
-        ("resource_type", &q.resource_type),
-        ("resource_id", &q.resource_id),
-        ("message_type", &q.message_type),
-    ] {
-        if let Some(value) = value {
-            push(
-                &mut sql,
-                &format!(" AND {field} = ?"),
-                Value::Text(value.clone()),
-            );
-        }
-    }
-    if let Some(source) = q.source {
-        push(
-            &mut sql,
-            " AND source = ?",
-            Value::Text(source.as_str().into()),
-        );
-    }
-    if !q.event_types.is_empty() {
-        sql.push_str(" AND (0");
-        for pattern in &q.event_types {
-            let clause = if pattern.is_exact() {
-                " OR event_type = ?"
-            } else {
-                " OR event_type_matches(?, event_type)"
-            };
-            push(&mut sql, clause, Value::Text(pattern.as_str().into()));
-        }
-        sql.push(')');
-    }
     let by_time = q.org_id.is_some();
     if let Some(cursor) = q.after {
         let op = if q.order == Order::Desc { "<" } else { ">" };
@@ -235,6 +195,73 @@ pub(super) fn query(conn: &Connection, q: &EventQuery) -> StoreResult<Vec<Event>
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), decode_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Events after a `seq` that pass the query's filters, in `seq` order. The org is compared without its index
+/// (`+org_id`) so SQLite walks the rowid range from `after`, which is short for a stream resuming near the head.
+pub(super) fn matching_after(
+    conn: &Connection,
+    q: &EventQuery,
+    after: i64,
+) -> StoreResult<Vec<Event>> {
+    let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > ?1");
+    let mut args: Vec<Value> = vec![Value::Integer(after)];
+    push_filters(&mut sql, &mut args, q, "+org_id");
+    args.push(Value::Integer(q.limit as i64));
+    sql.push_str(&format!(" ORDER BY seq LIMIT ?{}", args.len()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), decode_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Appends the filter clauses shared by history queries and stream resumption (`org_column` is `org_id`, or
+/// `+org_id` to keep SQLite off the org index).
+fn push_filters(sql: &mut String, args: &mut Vec<Value>, q: &EventQuery, org_column: &str) {
+    let mut push = |sql: &mut String, clause: &str, value: Value| {
+        args.push(value);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    };
+    if let Some(org) = &q.org_id {
+        push(
+            sql,
+            &format!(" AND {org_column} = ?"),
+            Value::Text(org.clone()),
+        );
+    }
+    if let Some(from) = q.from {
+        push(sql, " AND ts >= ?", Value::Integer(from.0));
+    }
+    if let Some(to) = q.to {
+        push(sql, " AND ts < ?", Value::Integer(to.0));
+    }
+    for (field, value) in [
+        ("resource_type", &q.resource_type),
+        ("resource_id", &q.resource_id),
+        ("message_type", &q.message_type),
+    ] {
+        if let Some(value) = value {
+            push(
+                sql,
+                &format!(" AND {field} = ?"),
+                Value::Text(value.clone()),
+            );
+        }
+    }
+    if let Some(source) = q.source {
+        push(sql, " AND source = ?", Value::Text(source.as_str().into()));
+    }
+    if !q.event_types.is_empty() {
+        sql.push_str(" AND (0");
+        for pattern in &q.event_types {
+            let clause = if pattern.is_exact() {
+                " OR event_type = ?"
+            } else {
+                " OR event_type_matches(?, event_type)"
+            };
+            push(sql, clause, Value::Text(pattern.as_str().into()));
+        }
+        sql.push(')');
+    }
 }
 
 pub(super) fn purge_before(

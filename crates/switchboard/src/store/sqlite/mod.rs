@@ -263,6 +263,16 @@ impl super::Store for SqliteStore {
         self.read(move |conn| events::query(conn, &query)).await
     }
 
+    async fn events_matching_after(
+        &self,
+        query: &super::EventQuery,
+        after: i64,
+    ) -> StoreResult<Vec<crate::event::Event>> {
+        let query = query.clone();
+        self.read(move |conn| events::matching_after(conn, &query, after))
+            .await
+    }
+
     async fn purge_events_before(
         &self,
         cutoff: crate::event::Timestamp,
