@@ -233,3 +233,53 @@ async fn failures_become_tasks() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_adt_over_mllp_becomes_fhir_resources_and_a_fhir_webhook() {
+    use crate::webhooks::{allow_local, subscribe, TestReceiver};
+    let app = crate::mllp::mllp_app(allow_local).await;
+    let key = app.org_key(crate::mllp::ORG).await;
+    let receiver = TestReceiver::start().await;
+    subscribe(
+        &app,
+        &key,
+        json!({"name": "new patients", "url": receiver.url("/patients"), "events": ["fhir.created"],
+               "filters": {"resourceTypes": ["Patient"]}}),
+    )
+    .await;
+    let mut peer = crate::mllp::Peer::connect(app.mllp()).await;
+    peer.send(sample("adt_a01.hl7").as_bytes()).await;
+    let ack = String::from_utf8_lossy(&peer.ack_bytes().await).to_string();
+    assert!(ack.contains("MSA|AA|MSG00001"), "{ack}");
+
+    let delivered = receiver
+        .wait_for("/patients", 1, std::time::Duration::from_secs(20))
+        .await;
+    let event = delivered[0].json();
+    assert_eq!(event["eventType"], "fhir.created");
+    assert_eq!(event["resourceType"], "Patient");
+    assert_eq!(event["data"]["name"][0]["family"], "DOE");
+    let patient_path = format!(
+        "/fhir/Patient/{}",
+        event["resourceId"].as_str().expect("id")
+    );
+    let patient: Value = app
+        .get(&key, &patient_path)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(patient["identifier"][0]["value"], "12345");
+    // Only the Patient matched the subscription: the Encounter's fhir.created was filtered out.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(receiver.received_on("/patients").len(), 1);
+    let kinds: Vec<String> = events(&app, &key, "")
+        .await
+        .iter()
+        .map(|e| e["eventType"].as_str().expect("t").to_string())
+        .collect();
+    let pos = |k: &str| kinds.iter().position(|x| x == k).expect(k);
+    assert!(pos("hl7.received") < pos("transform.started"));
+    assert!(pos("transform.started") < pos("fhir.created"));
+    assert!(pos("fhir.created") < pos("transform.completed"));
+}
