@@ -126,6 +126,10 @@ pub async fn run(
             background.clone(),
         ));
     }
+    if !config.fhir_sync.base_url.is_empty() {
+        let sync = crate::listeners::FhirSync::new(config.fhir_sync.clone())?;
+        tasks.push(spawn_durable(&hub, Arc::new(sync), background.clone()));
+    }
     tasks.extend(webhooks.spawn(background.clone()));
 
     let state = AppState {

@@ -44,6 +44,7 @@ pub struct Config {
     pub mllp: crate::mllp::MllpConfig,
     pub hl7: crate::mllp::Hl7Config,
     pub realtime: RealtimeConfig,
+    pub fhir_sync: crate::listeners::FhirSyncConfig,
 }
 
 /// Which built-in durable listeners run.
@@ -210,6 +211,9 @@ impl Config {
     /// The effective configuration as TOML, secrets replaced by `<hidden>`.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
+        if !shown.fhir_sync.token.is_empty() {
+            shown.fhir_sync.token = "<hidden>".into();
+        }
         if !shown.auth.admin_token.is_empty() {
             shown.auth.admin_token = "<hidden>".into();
         }

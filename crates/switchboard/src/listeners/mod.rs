@@ -2,11 +2,13 @@
 //! HL7 → FHIR transformer and the task creator.
 
 pub mod audit;
+pub mod fhir_sync;
 pub mod metrics;
 pub mod task_creator;
 pub mod transformer;
 
 pub use audit::AuditLogger;
+pub use fhir_sync::{FhirSync, FhirSyncConfig};
 pub use metrics::MetricsCollector;
 pub use task_creator::TaskCreator;
 pub use transformer::Transformer;

@@ -170,13 +170,26 @@ impl DeliveryClient {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<Answer, SendError> {
+        self.send(Method::POST, uri, headers, body).await
+    }
+
+    /// Sends a request with any method (the FHIR sync uses PUT and DELETE) under the same rules as `post`.
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Answer, SendError> {
         let started = Instant::now();
         let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
+        *request.method_mut() = method;
         *request.uri_mut() = uri.clone();
         *request.headers_mut() = headers;
         let h = request.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if !h.contains_key(CONTENT_TYPE) {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
         h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         let exchange = async {
             let response = self.http.request(request).await.map_err(classify)?;

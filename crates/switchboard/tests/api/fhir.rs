@@ -554,3 +554,80 @@ async fn the_fhirclient_python_package_interoperates() {
         ]
     );
 }
+
+#[tokio::test]
+async fn fhir_sync_forwards_writes_to_another_server() {
+    let external = spawn_app().await;
+    let external_key = external.org_key("mirror").await;
+    let base = external.url("/fhir");
+    let token = external_key.clone();
+    let app = crate::helpers::spawn_app_with(move |c| {
+        c.fhir_sync.base_url = base;
+        c.fhir_sync.token = token;
+        c.fhir_sync.resource_types = vec!["Patient".into()];
+    })
+    .await;
+    let key = app.org_key("org-a").await;
+    let created: Value = fhir(
+        &app,
+        &key,
+        Method::POST,
+        "/fhir/Patient",
+        Some(patient("Synced")),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    let id = created["id"].as_str().expect("id").to_string();
+    let path = format!("/fhir/Patient/{id}");
+    let mut updated = created.clone();
+    updated["name"][0]["family"] = json!("Synced-Again");
+    assert_eq!(
+        fhir(&app, &key, Method::PUT, &path, Some(updated))
+            .await
+            .status(),
+        200
+    );
+    // Not on the allow list: never forwarded.
+    fhir(
+        &app,
+        &key,
+        Method::POST,
+        "/fhir/Observation",
+        Some(json!({"resourceType": "Observation", "status": "final"})),
+    )
+    .await;
+    crate::helpers::eventually("the update reached the external server", || async {
+        let r = fhir(&external, &external_key, Method::GET, &path, None).await;
+        if r.status() != 200 {
+            return false;
+        }
+        let body: Value = r.json().await.expect("json");
+        body["name"][0]["family"] == "Synced-Again"
+    })
+    .await;
+    let observations: Value = fhir(
+        &external,
+        &external_key,
+        Method::GET,
+        "/fhir/Observation",
+        None,
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(observations["total"], 0);
+    assert_eq!(
+        fhir(&app, &key, Method::DELETE, &path, None).await.status(),
+        204
+    );
+    crate::helpers::eventually("the delete reached the external server", || async {
+        fhir(&external, &external_key, Method::GET, &path, None)
+            .await
+            .status()
+            == 410
+    })
+    .await;
+}
