@@ -621,3 +621,22 @@ async fn resource_writes_commit_with_their_event_and_refusals_spare_the_batch() 
 }
 /// The webhook part of the contract (subscriptions, outbox, claims, attempts).
 mod webhooks;
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_does_not_apply_its_resource_write_again() {
+    let (store, _dir) = fresh().await;
+    let mut first = fhir_write("org-a", "p9", WriteAction::Upsert, None, "Once");
+    first.idempotency_key = Some("same".into());
+    let mut again = fhir_write("org-a", "p9", WriteAction::Upsert, None, "Twice");
+    again.idempotency_key = Some("same".into());
+    store.append(vec![first]).await.expect("append");
+    let results = store.append(vec![again]).await.expect("append");
+    assert!(matches!(&results[0], Appended::Existing(_)));
+    let current = store
+        .read_resource("org-a", "Patient", "p9")
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(current.version, 1);
+    assert!(current.body.contains("Once"));
+}

@@ -46,6 +46,20 @@ fn append_routed(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         for (index, mut event) in batch.into_iter().enumerate() {
+            // A repeat of an idempotency key must not apply its resource write again.
+            if event.write.is_some() && event.idempotency_key.is_some() {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM events WHERE org_id = ?1 AND idempotency_key = ?2"
+                );
+                let existing = tx
+                    .prepare_cached(&sql)?
+                    .query_row(params![event.org_id, event.idempotency_key], decode_row)
+                    .optional()?;
+                if let Some(first) = existing {
+                    results.push(Appended::Existing(first));
+                    continue;
+                }
+            }
             if let Some(write) = event.write.take() {
                 match super::fhir::apply_write(&tx, &mut event, *write) {
                     Ok(()) => {}
