@@ -158,20 +158,14 @@ async fn acknowledge(
                 let synced = store.sync(ticket).await;
                 metrics::histogram!("switchboard_sync_seconds")
                     .record(started.elapsed().as_secs_f64());
-                // Deliveries may start only once their rows (and events) are durable.
-                if let Some(router) = &outbox_router {
-                    if !outbox.is_empty() {
-                        match &synced {
-                            Ok(()) => release_deliveries(router.as_ref(), &outcomes, outbox),
-                            Err(_) => router.abandoned(&outbox),
-                        }
-                    }
+                if let (Err(_), Some(router)) = (&synced, &outbox_router) {
+                    router.abandoned(&outbox);
                 }
-                synced.map(|()| outcomes)
+                synced.map(|()| (outcomes, outbox))
             }
         };
-        let outcomes = match durable {
-            Ok(outcomes) => outcomes,
+        let (outcomes, mut outbox) = match durable {
+            Ok(durable) => durable,
             Err(err) => {
                 metrics::counter!("switchboard_commit_failures_total").increment(1);
                 tracing::error!(error = %err, events = replies.len(), "batch not durable; emitters get an error");
@@ -182,11 +176,14 @@ async fn acknowledge(
             }
         };
         let mut published = Vec::with_capacity(outcomes.len());
-        for (appended, reply) in outcomes.into_iter().zip(replies) {
+        // Batch position -> position in `published`, for the outbox entries (only new events have deliveries).
+        let mut position = vec![usize::MAX; outcomes.len()];
+        for (index, (appended, reply)) in outcomes.into_iter().zip(replies).enumerate() {
             // An emitter that gave up waiting is fine: its event is committed all the same.
             let _ = match appended {
                 Appended::New(event) => {
                     let event = Arc::new(event);
+                    position[index] = published.len();
                     published.push(Arc::clone(&event));
                     reply.send(Ok(Emitted {
                         event,
@@ -200,6 +197,16 @@ async fn acknowledge(
                 Appended::Refused(refusal) => reply.send(Err(refusal)),
             };
         }
+        // Deliveries may start only once their rows (and events) are durable.
+        if let (false, Some(router)) = (outbox.is_empty(), &outbox_router) {
+            for entry in &mut outbox {
+                entry.event_index = position
+                    .get(entry.event_index)
+                    .copied()
+                    .unwrap_or(usize::MAX);
+            }
+            router.committed(&published, &outbox);
+        }
         if let Some(last) = published.last() {
             durable_head.fetch_max(last.seq, Ordering::Release);
             let _ = batches.send(Arc::new(CommittedBatch {
@@ -208,28 +215,4 @@ async fn acknowledge(
             }));
         }
     }
-}
-
-/// Hands the durable deliveries of a batch to the webhook engine, with the events they belong to (entries point
-/// at batch positions; only newly stored events have deliveries).
-fn release_deliveries(
-    router: &dyn OutboxRouter,
-    outcomes: &[Appended],
-    mut outbox: Vec<OutboxEntry>,
-) {
-    let mut events = Vec::with_capacity(outcomes.len());
-    let mut position = vec![usize::MAX; outcomes.len()];
-    for (index, appended) in outcomes.iter().enumerate() {
-        if let Appended::New(event) = appended {
-            position[index] = events.len();
-            events.push(Arc::new(event.clone()));
-        }
-    }
-    for entry in &mut outbox {
-        entry.event_index = position
-            .get(entry.event_index)
-            .copied()
-            .unwrap_or(usize::MAX);
-    }
-    router.committed(&events, &outbox);
 }
