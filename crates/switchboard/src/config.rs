@@ -172,8 +172,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_string()));
-        if !self.database.url.starts_with("sqlite://") {
-            return invalid("database.url must start with sqlite://");
+        let url = &self.database.url;
+        if !["sqlite://", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+        {
+            return invalid("database.url must start with sqlite:// or postgres://");
         }
         if self.hub.batch_max_events == 0
             || self.hub.queue_capacity == 0

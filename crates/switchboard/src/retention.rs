@@ -1,5 +1,6 @@
 //! Retention: a background job that deletes events older than `retention.days`, a small batch per transaction
-//! so the writer is never held for long.
+//! so the writer is never held for long. With several instances on one database, the one holding the
+//! `retention` lease purges.
 
 use crate::event::Timestamp;
 use crate::store::DynStore;
@@ -47,9 +48,17 @@ pub async fn run(
         return;
     }
     loop {
-        let deleted = purge_once(&store, days, batch_size, &shutdown).await;
-        if deleted > 0 {
-            tracing::info!(deleted, days, "retention purge deleted old events");
+        // One instance purges per round when several share the database.
+        match store.try_lease("retention").await {
+            Ok(Some(lease)) => {
+                let deleted = purge_once(&store, days, batch_size, &shutdown).await;
+                lease.release().await;
+                if deleted > 0 {
+                    tracing::info!(deleted, days, "retention purge deleted old events");
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot take the retention lease; next round"),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

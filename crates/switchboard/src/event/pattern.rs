@@ -69,6 +69,24 @@ impl Pattern {
             .all(|s| matches!(s, Segment::Literal(_)))
     }
 
+    /// A POSIX regular expression that matches `'.' || event_type` exactly when this pattern matches the type
+    /// (how SQL backends without custom functions filter by pattern). Literals hold only `[a-z0-9_-]`.
+    pub fn dotted_regex(&self) -> String {
+        let mut regex = String::from("^");
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(lit) => {
+                    regex.push_str("\\.");
+                    regex.push_str(lit);
+                }
+                Segment::One => regex.push_str("\\.[^.]+"),
+                Segment::Any => regex.push_str("(\\.[^.]+)*"),
+            }
+        }
+        regex.push('$');
+        regex
+    }
+
     /// Matches without allocating: this runs for every event and every listener.
     pub fn matches(&self, event_type: &str) -> bool {
         matches_from(&self.segments, Some(event_type))

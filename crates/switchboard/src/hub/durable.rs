@@ -5,9 +5,13 @@
 //! batches straight from memory as long as each one starts where its cursor ends (`prev_head == cursor`), and
 //! goes back to the log whenever it finds a gap (it lagged, or another instance wrote). The cursor is saved after
 //! the handler succeeds, so a crash in between replays the batch: handlers must be idempotent.
+//!
+//! Each runner first takes its listener's lease from the store, so when several instances share a database each
+//! listener runs on one of them at a time; the others stand by and take over when the holder's lease ends.
 
 use super::{CommittedBatch, Hub};
 use crate::event::{any_matches, Event, Pattern};
+use crate::store::lease::Lease;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,10 @@ const PAGE: usize = 512;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The most events handed to a handler at once when following from memory.
 const GROUP_MAX: usize = 4096;
+/// How often a running listener checks that it still holds its lease.
+const LEASE_CHECK: Duration = Duration::from_secs(2);
+/// How often a standby instance asks for a lease another instance holds.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
 
 #[async_trait]
 pub trait DurableHandler: Send + Sync + 'static {
@@ -89,35 +97,83 @@ enum Step {
 impl Runner {
     async fn run(mut self) {
         let name = self.handler.name().to_string();
-        self.cursor = loop {
-            match self.hub.store().load_cursor(&name).await {
-                Ok(cursor) => break cursor.unwrap_or(0),
-                Err(err) => {
-                    tracing::error!(listener = %name, error = %err, "cannot load listener cursor; retrying");
-                    if self.pause(Duration::from_secs(1)).await {
-                        return;
+        while let Some(lease) = self.acquire_lease(&name).await {
+            let Some(cursor) = self.load_cursor(&name).await else {
+                lease.release().await;
+                break;
+            };
+            self.cursor = cursor;
+            tracing::info!(listener = %name, cursor = self.cursor, "durable listener started");
+            let mut checked = std::time::Instant::now();
+            let stopped = loop {
+                let step = match self.catch_up().await {
+                    Ok(()) => self.follow().await,
+                    Err(err) => {
+                        tracing::error!(listener = %name, error = %err, "reading the event log failed; retrying");
+                        if self.pause(Duration::from_secs(1)).await {
+                            Step::Stop
+                        } else {
+                            Step::Continue
+                        }
                     }
+                };
+                if let Step::Stop = step {
+                    break true;
                 }
-            }
-        };
-        tracing::info!(listener = %name, cursor = self.cursor, "durable listener started");
-        loop {
-            let step = match self.catch_up().await {
-                Ok(()) => self.follow().await,
-                Err(err) => {
-                    tracing::error!(listener = %name, error = %err, "reading the event log failed; retrying");
-                    if self.pause(Duration::from_secs(1)).await {
-                        Step::Stop
-                    } else {
-                        Step::Continue
+                if checked.elapsed() >= LEASE_CHECK {
+                    checked = std::time::Instant::now();
+                    if !lease.held().await {
+                        tracing::warn!(listener = %name, "listener lease lost; another instance may take over");
+                        break false;
                     }
                 }
             };
-            if let Step::Stop = step {
+            lease.release().await;
+            if stopped {
                 break;
             }
         }
         tracing::info!(listener = %name, cursor = self.cursor, "durable listener stopped");
+    }
+
+    /// Waits until this process holds the listener's lease (one instance runs it at a time); `None` on shutdown.
+    async fn acquire_lease(&self, name: &str) -> Option<Box<dyn Lease>> {
+        let mut waiting_logged = false;
+        loop {
+            match self
+                .hub
+                .store()
+                .try_lease(&format!("listener:{name}"))
+                .await
+            {
+                Ok(Some(lease)) => return Some(lease),
+                Ok(None) if !waiting_logged => {
+                    waiting_logged = true;
+                    tracing::info!(listener = %name, "listener runs on another instance; standing by");
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(listener = %name, error = %err, "cannot take the listener lease; retrying")
+                }
+            }
+            if self.pause(LEASE_RETRY).await {
+                return None;
+            }
+        }
+    }
+
+    async fn load_cursor(&self, name: &str) -> Option<i64> {
+        loop {
+            match self.hub.store().load_cursor(name).await {
+                Ok(cursor) => return Some(cursor.unwrap_or(0)),
+                Err(err) => {
+                    tracing::error!(listener = %name, error = %err, "cannot load listener cursor; retrying");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 
     /// Reads the log from the cursor until it is empty.
@@ -147,7 +203,12 @@ impl Runner {
     /// Takes batches from memory while they line up with the cursor. Whatever has queued up is handled as one
     /// group, so under load a listener makes one call (and one cursor write) for many commits.
     async fn follow(&mut self) -> Step {
+        // Return now and then even under steady load, so the caller can check the lease.
+        let started = std::time::Instant::now();
         loop {
+            if started.elapsed() >= LEASE_CHECK {
+                return Step::Continue;
+            }
             let received = tokio::select! {
                 received = self.batches.recv() => received,
                 _ = self.shutdown.cancelled() => return Step::Stop,

@@ -7,6 +7,7 @@
 
 pub mod durable;
 pub mod listeners;
+mod tail;
 mod writer;
 
 pub use durable::{spawn_durable, DurableHandler};
@@ -138,6 +139,26 @@ impl Hub {
         let stop_writer = CancellationToken::new();
         let writer_done = CancellationToken::new();
         let durable_head = Arc::new(std::sync::atomic::AtomicI64::new(head));
+        let mut tasks = Vec::new();
+        // On a shared log, the tailer publishes (every instance's batches); otherwise the writer does.
+        let (publish, published_done) = match store.log_changes() {
+            None => (writer::Publish::Direct, writer_done.clone()),
+            Some(changes) => {
+                let (local_tx, local) = mpsc::unbounded_channel();
+                let tail_done = CancellationToken::new();
+                let tailer = tail::Tailer {
+                    store: Arc::clone(&store),
+                    batches: batches.clone(),
+                    durable_head: Arc::clone(&durable_head),
+                    changes,
+                    local,
+                    cursor: head,
+                    done: tail_done.clone(),
+                };
+                tasks.push(tokio::spawn(tailer.run()));
+                (writer::Publish::Tail(local_tx), tail_done)
+            }
+        };
         let writer = writer::Writer {
             receiver,
             store: Arc::clone(&store),
@@ -150,13 +171,14 @@ impl Hub {
             stop: stop_writer.clone(),
             done: writer_done.clone(),
             outbox,
+            publish,
         };
-        let writer_task = tokio::spawn(writer.run());
-        let dispatcher = tokio::spawn(listeners::dispatch(
+        tasks.push(tokio::spawn(writer.run()));
+        tasks.push(tokio::spawn(listeners::dispatch(
             batches.subscribe(),
             Arc::clone(&registry),
-            writer_done,
-        ));
+            published_done,
+        )));
         Ok(Hub {
             inner: Arc::new(Inner {
                 queue,
@@ -166,7 +188,7 @@ impl Hub {
                 config,
                 durable_head,
                 stop_writer,
-                tasks: Mutex::new(vec![writer_task, dispatcher]),
+                tasks: Mutex::new(tasks),
             }),
         })
     }

@@ -35,6 +35,16 @@ pub(super) struct Writer {
     pub done: CancellationToken,
     /// Webhook deliveries to write with each batch (transactional outbox).
     pub outbox: Option<Arc<dyn OutboxRouter>>,
+    pub publish: Publish,
+}
+
+/// Who publishes a durable batch to the hub's listeners.
+#[derive(Clone)]
+pub(super) enum Publish {
+    /// This process is the log's only writer: the writer publishes each batch once it is durable.
+    Direct,
+    /// Other processes append too: batches go to the tailer, which publishes the whole log in `seq` order.
+    Tail(mpsc::UnboundedSender<Vec<Arc<Event>>>),
 }
 
 type Reply = oneshot::Sender<Result<Emitted, StoreError>>;
@@ -55,6 +65,7 @@ impl Writer {
             self.batches.clone(),
             Arc::clone(&self.durable_head),
             self.outbox.clone(),
+            self.publish.clone(),
         ));
         let mut pending: Vec<Pending> = Vec::with_capacity(self.max_events);
         let mut stopping = false;
@@ -144,6 +155,7 @@ async fn acknowledge(
     batches: broadcast::Sender<Arc<CommittedBatch>>,
     durable_head: Arc<AtomicI64>,
     outbox_router: Option<Arc<dyn OutboxRouter>>,
+    publish: Publish,
 ) {
     while let Some(Committed {
         outcome,
@@ -207,12 +219,20 @@ async fn acknowledge(
             }
             router.committed(&published, &outbox);
         }
-        if let Some(last) = published.last() {
-            durable_head.fetch_max(last.seq, Ordering::Release);
-            let _ = batches.send(Arc::new(CommittedBatch {
-                prev_head,
-                events: published,
-            }));
+        let Some(last) = published.last().map(|e| e.seq) else {
+            continue;
+        };
+        match &publish {
+            Publish::Direct => {
+                durable_head.fetch_max(last, Ordering::Release);
+                let _ = batches.send(Arc::new(CommittedBatch {
+                    prev_head,
+                    events: published,
+                }));
+            }
+            Publish::Tail(tailer) => {
+                let _ = tailer.send(published);
+            }
         }
     }
 }

@@ -5,6 +5,8 @@
 //! and the audit log. Appends arrive in batches from the hub's single writer: one transaction, one fsync per batch.
 //! The conformance suite in `tests/api/store_conformance.rs` runs against every backend.
 
+pub mod lease;
+pub mod postgres;
 mod records;
 pub mod sqlite;
 pub mod webhooks;
@@ -31,7 +33,7 @@ pub enum StoreError {
     PreconditionFailed(String),
     #[error("gone: {0}")]
     Gone(String),
-    #[error("unsupported database url '{0}': use sqlite://PATH")]
+    #[error("unsupported database url '{0}': use sqlite://PATH or postgres://USER@HOST/DB")]
     UnsupportedUrl(String),
     #[error("storage is full: {0}")]
     Full(String),
@@ -114,6 +116,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Webhook subscriptions, deliveries and attempts.
     fn webhooks(&self) -> &dyn WebhookStore;
+
+    /// For a log other processes append to as well: a receiver that changes whenever any process may have
+    /// committed (once per batch, and whenever notifications may have been missed). `None` when this process is
+    /// the only writer, so its own commits are all there is to publish.
+    fn log_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// Takes the lease called `name` if no other process holds it: whoever holds it runs that singleton job.
+    async fn try_lease(&self, name: &str) -> StoreResult<Option<Box<dyn lease::Lease>>> {
+        let _ = name;
+        Ok(Some(Box::new(lease::LocalLease)))
+    }
 
     /// The highest `seq` and timestamp committed so far (0 and the epoch for an empty log).
     async fn head(&self) -> StoreResult<(i64, Timestamp)>;
@@ -206,5 +221,9 @@ pub async fn open(url: &str) -> StoreResult<DynStore> {
         let store = sqlite::SqliteStore::open(path).await?;
         return Ok(Arc::new(store));
     }
-    Err(StoreError::UnsupportedUrl(url.to_string()))
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = postgres::PgStore::open(url).await?;
+        return Ok(Arc::new(store));
+    }
+    Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)))
 }

@@ -376,8 +376,15 @@ impl Engine {
         shutdown: CancellationToken,
     ) {
         // Single-process storage: no other worker can hold a claim now, so deliveries that were in flight when
-        // the process last stopped are due at once.
-        match self.store.webhooks().release_claims(Timestamp::now()).await {
+        // the process last stopped are due at once. On a shared database other instances' claims are live:
+        // they become due when their leases end.
+        let shared = self.store.log_changes().is_some();
+        let released = if shared {
+            Ok(0)
+        } else {
+            self.store.webhooks().release_claims(Timestamp::now()).await
+        };
+        match released {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 deliveries = n,

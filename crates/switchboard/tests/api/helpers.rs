@@ -44,9 +44,28 @@ pub fn test_config(dir: &TempDir) -> Config {
     config
 }
 
-/// The database a test uses: SQLite in the test's temp dir.
+/// The database a test uses: SQLite in the test's temp dir, or with `SWITCHBOARD_TEST_BACKEND=postgres` a fresh
+/// schema of the PostgreSQL database at `SWITCHBOARD_TEST_PG_URL` (default: the local server's `test` database).
 pub fn test_database_url(dir: &TempDir) -> String {
+    if is_postgres() {
+        return postgres_url();
+    }
     format!("sqlite://{}", dir.path().join("switchboard.db").display())
+}
+
+pub fn is_postgres() -> bool {
+    std::env::var("SWITCHBOARD_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// A URL naming a schema of its own (created by the store on first open), so tests never share tables.
+pub fn postgres_url() -> String {
+    let base = std::env::var("SWITCHBOARD_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!(
+        "{base}{separator}schema=sbt_{}&pool_size=6",
+        uuid::Uuid::now_v7().simple()
+    )
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -8,6 +8,7 @@ mod isolation;
 mod keys;
 mod kill;
 mod mllp;
+mod multi_instance;
 mod openapi;
 mod realtime;
 mod store_conformance;

@@ -1,7 +1,7 @@
 //! Real-time push, driven by independent clients: the npm `socket.io-client` v4, the npm `eventsource`
 //! (a WHATWG EventSource that reconnects with Last-Event-ID), a raw websocket that never reads, and plain HTTP.
 
-mod node;
+pub mod node;
 mod socketio;
-mod sse;
+pub mod sse;
 mod stuck;

@@ -139,18 +139,23 @@ async fn a_reconnecting_event_source_gets_every_event_once_in_order() {
 }
 
 /// Reads `text/event-stream` messages from a response.
-struct SseReader {
+pub struct SseReader {
     response: reqwest::Response,
     buffer: String,
 }
 
-struct Message {
-    id: Option<String>,
-    data: String,
+pub struct Message {
+    pub id: Option<String>,
+    pub data: String,
 }
 
 impl SseReader {
-    async fn open(app: &TestApp, key: &str, query: &str, last_event_id: Option<i64>) -> SseReader {
+    pub async fn open(
+        app: &TestApp,
+        key: &str,
+        query: &str,
+        last_event_id: Option<i64>,
+    ) -> SseReader {
         let mut request = app
             .client
             .get(app.url(&format!("/api/events/stream{query}")))
@@ -170,7 +175,7 @@ impl SseReader {
         }
     }
 
-    async fn next(&mut self) -> Message {
+    pub async fn next(&mut self) -> Message {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();

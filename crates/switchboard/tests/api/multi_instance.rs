@@ -1,0 +1,429 @@
+//! Several instances on one PostgreSQL: `seq` gap-free in commit order while two instances append, live fan-out
+//! across instances (SSE, Socket.IO, in-process listeners), one webhook delivery per event, durable listener
+//! failover, and `kill -9` of one instance under load with the other finishing its deliveries.
+//!
+//! These need the shared database, so they run only with `SWITCHBOARD_TEST_BACKEND=postgres` (`scripts/test.sh`
+//! runs the suite once per backend).
+
+use crate::helpers::{is_postgres, postgres_url, spawn_app_with, TestApp};
+use crate::kill::start_server;
+use crate::realtime::node::SocketIoClients;
+use crate::realtime::sse::SseReader;
+use crate::webhooks::{allow_local, subscribe, Behaviour, TestReceiver};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use switchboard::event::{EventType, NewEvent, Pattern, Source};
+use switchboard::hub::{Hub, HubConfig, ListenerSpec};
+use switchboard::store;
+use switchboard::Config;
+
+fn postgres_only(test: &str) -> bool {
+    if !is_postgres() {
+        eprintln!(
+            "{test}: PostgreSQL only (SWITCHBOARD_TEST_BACKEND=postgres); not run on this backend"
+        );
+    }
+    is_postgres()
+}
+
+/// Two apps on one database (and one admin token).
+async fn two_instances(adjust: impl Fn(&mut Config) + Clone) -> (TestApp, TestApp) {
+    let url = postgres_url();
+    let admin = switchboard::auth::generate_key();
+    let (url_a, admin_a, adjust_a) = (url.clone(), admin.clone(), adjust.clone());
+    let a = spawn_app_with(move |c| {
+        c.database.url = url_a;
+        c.auth.admin_token = admin_a;
+        adjust_a(c);
+    })
+    .await;
+    let b = spawn_app_with(move |c| {
+        c.database.url = url;
+        c.auth.admin_token = admin;
+        adjust(c);
+    })
+    .await;
+    (a, b)
+}
+
+fn quiet(c: &mut Config) {
+    c.listeners.transformer = false;
+    c.listeners.task_creator = false;
+}
+
+fn custom(n: usize) -> NewEvent {
+    NewEvent::with_json(
+        EventType::parse("custom.multi").expect("type"),
+        "org-m",
+        Source::Api,
+        &json!({ "n": n }),
+    )
+    .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_append_with_seq_gap_free_in_commit_order() {
+    if !postgres_only("gap_free") {
+        return;
+    }
+    let url = postgres_url();
+    let small_batches = HubConfig {
+        batch_max_events: 16,
+        ..HubConfig::default()
+    };
+    let a = Hub::start(store::open(&url).await.expect("a"), small_batches.clone())
+        .await
+        .expect("hub a");
+    let b = Hub::start(store::open(&url).await.expect("b"), small_batches)
+        .await
+        .expect("hub b");
+    let reader = store::open(&url).await.expect("reader");
+    // An in-process listener on B hears A's events too, in seq order (its hub tails the shared log).
+    let mut heard_on_b = b.subscribe(ListenerSpec {
+        capacity: 8192,
+        ..ListenerSpec::new("multi", vec![Pattern::parse("custom.**").expect("pattern")])
+    });
+
+    // A tailer reading `seq > cursor` as fast as it can: if a later seq ever became visible before an earlier
+    // one, it would read past the hole and see the earlier one out of order (or never).
+    let done = tokio_util::sync::CancellationToken::new();
+    let tailer = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut cursor = 0i64;
+            let mut seen = Vec::new();
+            loop {
+                let finishing = done.is_cancelled();
+                let page = reader.events_after(cursor, 256).await.expect("read");
+                for event in &page {
+                    assert_eq!(
+                        event.seq,
+                        cursor + 1,
+                        "the tailer saw a hole before {}",
+                        event.seq
+                    );
+                    cursor = event.seq;
+                    seen.push(event.id);
+                }
+                if page.is_empty() {
+                    if finishing {
+                        return seen;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        })
+    };
+
+    let emitters: Vec<_> = (0..16)
+        .map(|t| {
+            let hub = if t % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..60 {
+                    ids.push(hub.emit(custom(t * 1000 + n)).await.expect("emit").id);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut acknowledged = HashSet::new();
+    for emitter in emitters {
+        acknowledged.extend(emitter.await.expect("emitter"));
+    }
+    done.cancel();
+    let seen = tailer.await.expect("tailer");
+    assert_eq!(
+        seen.len(),
+        acknowledged.len(),
+        "no duplicates, none missing"
+    );
+    let seen: HashSet<_> = seen.into_iter().collect();
+    assert_eq!(seen, acknowledged);
+    let mut last_seq = 0;
+    let mut heard = HashSet::new();
+    while heard.len() < acknowledged.len() {
+        let event = tokio::time::timeout(Duration::from_secs(10), heard_on_b.recv())
+            .await
+            .expect("B's listener hears every event in time")
+            .expect("event");
+        assert!(event.seq > last_seq, "in seq order");
+        last_seq = event.seq;
+        heard.insert(event.id);
+    }
+    assert_eq!(heard, acknowledged);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_on_one_instance_reach_listeners_sse_and_socketio_on_the_other() {
+    if !postgres_only("fan_out") {
+        return;
+    }
+    let (a, b) = two_instances(quiet).await;
+    let key = a.org_key("org-fan").await;
+    let mut sse = SseReader::open(&b, &key, "?eventType=custom.**", None).await;
+    let mut sockets = SocketIoClients::start(&b.url(""));
+    sockets.connected("s1", json!({"token": key})).await;
+
+    let mut published = Vec::new();
+    for n in 0..5 {
+        let r = a
+            .publish(
+                &key,
+                &json!({"eventType": "custom.fan.out", "data": {"n": n}}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        published.push(r.json::<Value>().await.expect("json"));
+    }
+    for event in &published {
+        let message = sse.next().await;
+        let got: Value = serde_json::from_str(&message.data).expect("sse json");
+        assert_eq!(got["id"], event["id"]);
+        assert_eq!(
+            message.id.as_deref(),
+            Some(event["seq"].to_string().as_str())
+        );
+        let pushed = sockets.next_event("s1").await;
+        assert_eq!(pushed["name"], "custom.fan.out");
+        assert_eq!(pushed["payload"]["id"], event["id"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_gets_each_event_once_whichever_instance_commits_it() {
+    if !postgres_only("webhook_once") {
+        return;
+    }
+    let (a, b) = two_instances(|c| {
+        quiet(c);
+        allow_local(c);
+    })
+    .await;
+    let receiver = TestReceiver::start().await;
+    let key = a.org_key("org-once").await;
+    subscribe(
+        &a,
+        &key,
+        json!({"name": "once", "url": receiver.url("/once"), "events": ["custom.**"]}),
+    )
+    .await;
+    // B learns of the subscription from the database (its router reloads on a timer).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut ids = HashSet::new();
+    for n in 0..40 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        let r = app
+            .publish(&key, &json!({"eventType": "custom.once", "data": {"n": n}}))
+            .await;
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.expect("json");
+        ids.insert(body["id"].as_str().expect("id").to_string());
+    }
+    let received = receiver
+        .wait_for("/once", 40, Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let received = receiver.received_on("/once").len().max(received.len());
+    let got: HashSet<String> = receiver
+        .received_on("/once")
+        .iter()
+        .map(|r| r.json()["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(got, ids, "every event delivered");
+    assert_eq!(
+        received, 40,
+        "each event exactly once, not once per instance"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_listener_runs_on_one_instance_and_fails_over() {
+    if !postgres_only("listener_failover") {
+        return;
+    }
+    let (a, b) = two_instances(quiet).await;
+    let key = a.org_key("org-audit").await;
+    // Both run the audit logger; only the lease holder writes, so each event is audited once.
+    for n in 0..10 {
+        let r = b
+            .publish(
+                &key,
+                &json!({"eventType": "custom.audited", "data": {"n": n}}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    let audited = wait_for_audit(&a, 10).await;
+    assert_eq!(audited, 10, "audited once each");
+
+    // Stop A (it may hold the lease): B takes the listener over and audits what follows.
+    a.stop().await;
+    for n in 10..20 {
+        let r = b
+            .publish(
+                &key,
+                &json!({"eventType": "custom.audited", "data": {"n": n}}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    assert_eq!(wait_for_audit(&b, 20).await, 20, "B took over the listener");
+}
+
+/// Waits until `n` audit rows of `event.emit` exist for custom.audited (or 15 s), and returns the count.
+async fn wait_for_audit(app: &TestApp, n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = app
+            .client
+            .get(app.url("/api/audit?action=event.emit&limit=1000"))
+            .bearer_auth(&app.admin_token)
+            .send()
+            .await
+            .expect("audit");
+        let body: Value = r.json().await.expect("json");
+        let count = body
+            .as_array()
+            .map(|a| a.iter().filter(|e| e["detail"] == "custom.audited").count())
+            .unwrap_or(0);
+        if count >= n || Instant::now() > deadline {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return count;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_one_instance_under_load_the_other_finishes_its_deliveries() {
+    if !postgres_only("kill_failover") {
+        return;
+    }
+    let url = postgres_url();
+    let admin = switchboard::auth::generate_key();
+    let receiver = TestReceiver::start().await;
+    receiver.set(
+        "/kill",
+        Behaviour {
+            delay: Duration::from_millis(30),
+            ..Behaviour::status(200)
+        },
+    );
+    let env = [
+        ("SWITCHBOARD_WEBHOOKS_ALLOW_INSECURE", "true"),
+        (
+            "SWITCHBOARD_WEBHOOKS_ALLOWED_NETWORKS",
+            "127.0.0.0/8,::1/128",
+        ),
+        ("SWITCHBOARD_WEBHOOKS_LEASE_SECS", "3"),
+        ("SWITCHBOARD_WEBHOOKS_PER_SUBSCRIPTION_CONCURRENCY", "2"),
+    ];
+    let mut a = start_server(&url, &admin, &env).await;
+    let (url_b, admin_b) = (url.clone(), admin.clone());
+    let b = spawn_app_with(move |c| {
+        c.database.url = url_b;
+        c.auth.admin_token = admin_b;
+        allow_local(c);
+        c.webhooks.lease_secs = 3;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let key: Value = client
+        .post(format!("{}/api/keys", a.base))
+        .bearer_auth(&admin)
+        .json(&json!({"orgId": "org-kill", "name": "kill"}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let key = key["key"].as_str().expect("key").to_string();
+    let r = client
+        .post(format!("{}/api/webhooks", a.base))
+        .bearer_auth(&key)
+        .json(&json!({"name": "kill", "url": receiver.url("/kill"), "events": ["custom.**"]}))
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(r.status(), 201);
+
+    // Publishers on A until it dies; every 201 is an event that must be delivered.
+    let publishers: Vec<_> = (0..8)
+        .map(|t| {
+            let (client, base, key) = (client.clone(), a.base.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for n in 0..200 {
+                    let sent = client
+                        .post(format!("{base}/api/events"))
+                        .bearer_auth(&key)
+                        .json(&json!({"eventType": "custom.kill", "data": {"t": t, "n": n}}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 201 => {
+                            let body: Value = r.json().await.expect("json");
+                            acknowledged.push(body["id"].as_str().expect("id").to_string());
+                        }
+                        _ => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.child.kill().expect("kill -9");
+    let _ = a.child.wait();
+    let mut acknowledged = HashSet::new();
+    for p in publishers {
+        acknowledged.extend(p.await.expect("publisher"));
+    }
+    assert!(
+        acknowledged.len() > 50,
+        "load was running: {}",
+        acknowledged.len()
+    );
+
+    // B delivers what A had claimed once A's leases end, and everything A never got to.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: HashSet<String> = receiver
+            .received_on("/kill")
+            .iter()
+            .map(|r| r.json()["id"].as_str().expect("id").to_string())
+            .collect();
+        let missing = acknowledged.difference(&got).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} acknowledged events never delivered",
+            acknowledged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deliveries = receiver.received_on("/kill").len();
+    eprintln!(
+        "kill failover: {} acknowledged, {deliveries} deliveries ({} duplicates from attempts in flight at the kill)",
+        acknowledged.len(),
+        deliveries.saturating_sub(acknowledged.len())
+    );
+    // Every acknowledged event is in the shared history too.
+    for id in acknowledged.iter().take(50) {
+        let r = b
+            .client
+            .get(b.url(&format!("/api/events/{id}")))
+            .bearer_auth(&b.admin_token)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 200, "{id} in the log");
+    }
+}
