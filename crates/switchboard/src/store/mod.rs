@@ -124,6 +124,12 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// For a database other processes share: a receiver that changes whenever any process changed webhook
+    /// subscriptions, so every router reloads at once. `None` when this process makes every change itself.
+    fn subscription_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Takes the lease called `name` if no other process holds it: whoever holds it runs that singleton job.
     async fn try_lease(&self, name: &str) -> StoreResult<Option<Box<dyn lease::Lease>>> {
         let _ = name;

@@ -186,9 +186,24 @@ impl Webhooks {
             let mut seen: Vec<String> = Vec::new();
             let mut gauges = tokio::time::interval(Duration::from_secs(5));
             let mut reload = tokio::time::interval(refresh);
+            // On a shared database, other instances' subscription changes arrive as notifications.
+            let mut changed = store.subscription_changes();
             loop {
+                let notified = async {
+                    match &mut changed {
+                        Some(watch) => watch.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
+                    ok = notified => {
+                        if !ok {
+                            changed = None;
+                        } else if let Err(err) = index.reload(&store).await {
+                            tracing::error!(error = %err, "cannot reload webhook subscriptions");
+                        }
+                    }
                     _ = reload.tick() => {
                         if let Err(err) = index.reload(&store).await {
                             tracing::error!(error = %err, "cannot reload webhook subscriptions");

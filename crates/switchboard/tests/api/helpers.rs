@@ -48,7 +48,8 @@ pub fn test_config(dir: &TempDir) -> Config {
 /// schema of the PostgreSQL database at `SWITCHBOARD_TEST_PG_URL` (default: the local server's `test` database).
 pub fn test_database_url(dir: &TempDir) -> String {
     if is_postgres() {
-        return postgres_url();
+        // The same directory gives the same schema, so a restarted app finds its data again.
+        return postgres_url_for(&dir.path().display().to_string());
     }
     format!("sqlite://{}", dir.path().join("switchboard.db").display())
 }
@@ -59,13 +60,19 @@ pub fn is_postgres() -> bool {
 
 /// A URL naming a schema of its own (created by the store on first open), so tests never share tables.
 pub fn postgres_url() -> String {
+    postgres_url_for(&uuid::Uuid::now_v7().to_string())
+}
+
+/// The URL of the schema that belongs to `key`.
+pub fn postgres_url_for(key: &str) -> String {
+    // FNV-1a: a stable name for the key, unique enough among one run's temp dirs.
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     let base = std::env::var("SWITCHBOARD_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
     let separator = if base.contains('?') { '&' } else { '?' };
-    format!(
-        "{base}{separator}schema=sbt_{}&pool_size=6",
-        uuid::Uuid::now_v7().simple()
-    )
+    format!("{base}{separator}schema=sbt_{hash:016x}&pool_size=6")
 }
 
 pub async fn spawn_app() -> TestApp {

@@ -211,8 +211,8 @@ async fn a_subscription_gets_each_event_once_whichever_instance_commits_it() {
         json!({"name": "once", "url": receiver.url("/once"), "events": ["custom.**"]}),
     )
     .await;
-    // B learns of the subscription from the database (its router reloads on a timer).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // B learns of the subscription by a notification from the database.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut ids = HashSet::new();
     for n in 0..40 {
         let app = if n % 2 == 0 { &a } else { &b };
@@ -320,6 +320,7 @@ async fn kill_9_of_one_instance_under_load_the_other_finishes_its_deliveries() {
             "127.0.0.0/8,::1/128",
         ),
         ("SWITCHBOARD_WEBHOOKS_LEASE_SECS", "3"),
+        ("SWITCHBOARD_WEBHOOKS_TIMEOUT_MS", "2000"),
         ("SWITCHBOARD_WEBHOOKS_PER_SUBSCRIPTION_CONCURRENCY", "2"),
     ];
     let mut a = start_server(&url, &admin, &env).await;
@@ -329,6 +330,7 @@ async fn kill_9_of_one_instance_under_load_the_other_finishes_its_deliveries() {
         c.auth.admin_token = admin_b;
         allow_local(c);
         c.webhooks.lease_secs = 3;
+        c.webhooks.timeout_ms = 2000;
     })
     .await;
     let client = reqwest::Client::new();

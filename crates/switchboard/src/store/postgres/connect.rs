@@ -29,7 +29,9 @@ pub(super) struct Connector {
 
 impl Connector {
     pub fn from_url(url: &str) -> StoreResult<Self> {
-        let bad = |why: String| StoreError::UnsupportedUrl(format!("{}: {why}", crate::config::redact_url(url)));
+        let bad = |why: String| {
+            StoreError::UnsupportedUrl(format!("{}: {why}", crate::config::redact_url(url)))
+        };
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(query).map_err(|e| bad(e.to_string()))?;
@@ -105,10 +107,10 @@ impl Connector {
             .map_err(|e| StoreError::Database(format!("cannot build the connection pool: {e}")))
     }
 
-    /// A connection outside the pool whose notifications bump `changes`; `ended` fires when it closes.
+    /// A connection outside the pool whose notifications bump the watches; `ended` fires when it closes.
     pub async fn connect_listening(
         &self,
-        changes: watch::Sender<u64>,
+        changes: Watches,
     ) -> StoreResult<(Client, oneshot::Receiver<()>)> {
         match &self.tls {
             Some(tls) => connect_with(&self.config, tls.clone(), changes).await,
@@ -117,10 +119,28 @@ impl Connector {
     }
 }
 
+/// What notifications move: the log watch (a batch was committed) or the subscriptions watch (payload
+/// [`SUBSCRIPTIONS_CHANGED`]).
+#[derive(Clone)]
+pub(super) struct Watches {
+    pub log: watch::Sender<u64>,
+    pub subscriptions: watch::Sender<u64>,
+}
+
+impl Watches {
+    pub fn bump_all(&self) {
+        self.log.send_modify(|n| *n = n.wrapping_add(1));
+        self.subscriptions.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// The payload of a notification about webhook subscriptions (appends notify with the new head).
+pub(super) const SUBSCRIPTIONS_CHANGED: &str = "subscriptions";
+
 async fn connect_with<T>(
     config: &Config,
     tls: T,
-    changes: watch::Sender<u64>,
+    changes: Watches,
 ) -> StoreResult<(Client, oneshot::Receiver<()>)>
 where
     T: MakeTlsConnect<Socket>,
@@ -132,8 +152,13 @@ where
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
             match message {
-                Ok(AsyncMessage::Notification(_)) => {
-                    changes.send_modify(|n| *n = n.wrapping_add(1))
+                Ok(AsyncMessage::Notification(note)) => {
+                    let watch = if note.payload() == SUBSCRIPTIONS_CHANGED {
+                        &changes.subscriptions
+                    } else {
+                        &changes.log
+                    };
+                    watch.send_modify(|n| *n = n.wrapping_add(1));
                 }
                 Ok(_) => {}
                 Err(err) => {

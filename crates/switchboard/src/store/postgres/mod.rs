@@ -55,6 +55,18 @@ impl PgStore {
     async fn client(&self) -> StoreResult<Object> {
         Ok(self.pool.get().await?)
     }
+
+    /// Tells every instance (this one included) that webhook subscriptions changed.
+    async fn notify_subscriptions_changed(&self) -> StoreResult<()> {
+        self.client()
+            .await?
+            .execute(
+                "SELECT pg_notify($1, $2)",
+                &[&self.channel, &connect::SUBSCRIPTIONS_CHANGED],
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 /// Applies every migration not yet recorded, holding an advisory lock so concurrent starts take turns.
@@ -148,6 +160,10 @@ impl super::Store for PgStore {
 
     fn log_changes(&self) -> Option<watch::Receiver<u64>> {
         Some(self.session.changes())
+    }
+
+    fn subscription_changes(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.session.subscription_changes())
     }
 
     async fn try_lease(&self, name: &str) -> StoreResult<Option<Box<dyn Lease>>> {

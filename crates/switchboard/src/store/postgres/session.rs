@@ -5,7 +5,7 @@
 //! job may move to another instance); a supervisor reconnects with backoff. Each connection has a generation
 //! number: a lease is held only while the generation it was taken on is the live one.
 
-use super::connect::Connector;
+use super::connect::{Connector, Watches};
 use crate::store::lease::Lease;
 use crate::store::StoreResult;
 use async_trait::async_trait;
@@ -21,20 +21,23 @@ pub(super) struct Session {
     namespace: String,
     client: Mutex<Option<Arc<tokio_postgres::Client>>>,
     generation: AtomicU64,
-    changes: watch::Sender<u64>,
+    watches: Watches,
 }
 
 impl Session {
     /// Starts the supervisor; it stops when the returned session is dropped.
     pub(super) fn start(connector: Connector, channel: String, namespace: String) -> Arc<Session> {
-        let (changes, _) = watch::channel(0);
+        let watches = Watches {
+            log: watch::channel(0).0,
+            subscriptions: watch::channel(0).0,
+        };
         let session = Arc::new(Session {
             connector,
             channel,
             namespace,
             client: Mutex::new(None),
             generation: AtomicU64::new(0),
-            changes,
+            watches,
         });
         tokio::spawn(supervise(Arc::downgrade(&session)));
         session
@@ -42,7 +45,12 @@ impl Session {
 
     /// Changes once per notification received, and on every reconnection (anything may have been missed).
     pub(super) fn changes(&self) -> watch::Receiver<u64> {
-        self.changes.subscribe()
+        self.watches.log.subscribe()
+    }
+
+    /// Changes when any instance changed webhook subscriptions (and on every reconnection).
+    pub(super) fn subscription_changes(&self) -> watch::Receiver<u64> {
+        self.watches.subscriptions.subscribe()
     }
 
     pub(super) async fn try_lease(
@@ -78,7 +86,7 @@ async fn supervise(session: Weak<Session>) {
         let Some(live) = session.upgrade() else {
             return;
         };
-        match live.connector.connect_listening(live.changes.clone()).await {
+        match live.connector.connect_listening(live.watches.clone()).await {
             Ok((client, ended)) => {
                 backoff = Duration::from_millis(100);
                 let client = Arc::new(client);
@@ -89,7 +97,7 @@ async fn supervise(session: Weak<Session>) {
                 }
                 *live.client.lock().await = Some(Arc::clone(&client));
                 // Whatever was committed while no one listened must be read now.
-                live.changes.send_modify(|n| *n = n.wrapping_add(1));
+                live.watches.bump_all();
                 drop(live);
                 let _ = ended.await;
                 let Some(live) = session.upgrade() else {
@@ -97,7 +105,7 @@ async fn supervise(session: Weak<Session>) {
                 };
                 live.generation.fetch_add(1, Ordering::AcqRel);
                 *live.client.lock().await = None;
-                live.changes.send_modify(|n| *n = n.wrapping_add(1));
+                live.watches.bump_all();
                 tracing::warn!("database session lost: leases released; reconnecting");
             }
             Err(err) => {

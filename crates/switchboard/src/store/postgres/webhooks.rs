@@ -208,7 +208,7 @@ impl WebhookStore for PgStore {
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         );
         write_subscription(&self.client().await?, &sql, sub).await?;
-        Ok(())
+        self.notify_subscriptions_changed().await
     }
 
     async fn update_subscription(&self, sub: &SubscriptionRecord) -> StoreResult<()> {
@@ -221,7 +221,7 @@ impl WebhookStore for PgStore {
         if changed == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(())
+        self.notify_subscriptions_changed().await
     }
 
     async fn get_subscription(
@@ -278,7 +278,7 @@ impl WebhookStore for PgStore {
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        self.notify_subscriptions_changed().await
     }
 
     async fn claim_deliveries(
@@ -382,8 +382,10 @@ impl WebhookStore for PgStore {
             )
             .await?;
         }
+        let mut deactivated = false;
         for u in &updates {
             if let Some((sub, reason)) = &u.deactivate {
+                deactivated = true;
                 let when = u.attempt.as_ref().map_or(u.due_at, |a| a.attempted_at);
                 tx.execute(
                     "UPDATE webhook_subscriptions SET active = false, disabled_reason = $2, updated_at = $3 \
@@ -394,6 +396,9 @@ impl WebhookStore for PgStore {
             }
         }
         tx.commit().await?;
+        if deactivated {
+            self.notify_subscriptions_changed().await?;
+        }
         Ok(())
     }
 
