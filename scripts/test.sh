@@ -21,5 +21,15 @@ echo "== fmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== tests"
+echo "== tests (SQLite)"
 cargo test --workspace
+
+# The integration suite again on PostgreSQL (each test in a schema of its own, dropped here before the run), which
+# also runs the multi-instance tests. SWITCHBOARD_TEST_PG_URL overrides the server.
+echo "== tests (PostgreSQL)"
+export SWITCHBOARD_TEST_PG_URL="${SWITCHBOARD_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}"
+if command -v psql >/dev/null; then
+  psql "$SWITCHBOARD_TEST_PG_URL" -qAt -c "SELECT 'DROP SCHEMA ' || quote_ident(nspname) || ' CASCADE;' FROM pg_namespace WHERE nspname LIKE 'sbt\_%'" \
+    | PGOPTIONS="-c client_min_messages=warning" psql "$SWITCHBOARD_TEST_PG_URL" -q >/dev/null
+fi
+SWITCHBOARD_TEST_BACKEND=postgres cargo test -p switchboard --test api
