@@ -429,3 +429,28 @@ async fn kill_9_of_one_instance_under_load_the_other_finishes_its_deliveries() {
         assert_eq!(r.status(), 200, "{id} in the log");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_holds_across_instances() {
+    if !postgres_only("idempotency") {
+        return;
+    }
+    let (a, b) = two_instances(quiet).await;
+    let key = a.org_key("org-idem").await;
+    let send = |app: &TestApp| {
+        app.client
+            .post(app.url("/api/events"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "order-7")
+            .json(&json!({"eventType": "custom.order", "data": {"n": 1}}))
+            .send()
+    };
+    let first = send(&a).await.expect("first");
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.expect("json");
+    let again = send(&b).await.expect("again");
+    assert_eq!(again.status(), 200, "a repeat on the other instance is recognised");
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["seq"], first["seq"]);
+}
