@@ -111,7 +111,7 @@ async fn fill_postgres(schema: &str, n: i64, start: i64, span: i64) {
         "SET search_path = {schema}; \
          INSERT INTO events (seq, id, ts, org_id, event_type, source, message_type, data) \
          SELECT g, gen_random_uuid(), {start} + g * ({span} / {n}), 'org-' || (g % {ORGS}), \
-         CASE WHEN g % 3 = 0 THEN 'hl7.received' ELSE 'fhir.created' END, 'mllp_server', 'ADT^A01', \
+         CASE WHEN g % 3 = 0 THEN 'hl7.received' ELSE 'fhir.created' END, 'mllp-server', 'ADT^A01', \
          '{{\"n\":' || g || ',\"note\":\"' || repeat('x', 200) || '\"}}' \
          FROM generate_series(1, {n}) g; \
          UPDATE log_head SET seq = {n}; ANALYZE events;"
@@ -126,7 +126,7 @@ fn fill_sqlite(path: &std::path::Path, n: i64, start: i64, span: i64) {
          WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {n}) \
          INSERT INTO events (seq, id, ts, org_id, event_type, source, message_type, data) \
          SELECT x, randomblob(16), {start} + x * ({span} / {n}), 'org-' || (x % {ORGS}), \
-         CASE WHEN x % 3 = 0 THEN 'hl7.received' ELSE 'fhir.created' END, 'mllp_server', 'ADT^A01', \
+         CASE WHEN x % 3 = 0 THEN 'hl7.received' ELSE 'fhir.created' END, 'mllp-server', 'ADT^A01', \
          '{{\"n\":' || x || ',\"note\":\"' || printf('%.200c', 'x') || '\"}}' FROM g; \
          ANALYZE;"
     ))
