@@ -454,3 +454,28 @@ async fn an_idempotency_key_holds_across_instances() {
     assert_eq!(again["id"], first["id"]);
     assert_eq!(again["seq"], first["seq"]);
 }
+
+#[tokio::test]
+async fn tls_to_postgres_is_verified_against_the_given_root() {
+    if !postgres_only("tls") {
+        return;
+    }
+    // The local server's certificate (Debian's snakeoil, for `localhost`); skip where there is none.
+    let root = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    if !std::path::Path::new(root).exists() {
+        eprintln!("tls: no {root} on this machine; not run");
+        return;
+    }
+    let schema = format!("sbt_tls_{}", uuid::Uuid::now_v7().simple());
+    let url = format!("postgres://postgres@localhost:5432/test?sslmode=require&schema={schema}");
+    let trusted = format!("{url}&sslrootcert={root}");
+    let store = store::open(&trusted)
+        .await
+        .expect("TLS with the server's certificate trusted");
+    store.ping().await.expect("ping over TLS");
+    let untrusted = store::open(&url).await;
+    assert!(
+        untrusted.is_err(),
+        "a certificate no trusted root vouches for is refused"
+    );
+}
