@@ -47,9 +47,13 @@ async fn emit_from(hubs: &[Hub], emitters: usize, per_emitter: usize) -> f64 {
             let (event_type, data) = (event_type.clone(), data.clone());
             tokio::spawn(async move {
                 for _ in 0..per_emitter {
-                    let event =
-                        NewEvent::new(event_type.clone(), "org-bench", Source::MllpServer, data.clone())
-                            .message("ADT^A01", None);
+                    let event = NewEvent::new(
+                        event_type.clone(),
+                        "org-bench",
+                        Source::MllpServer,
+                        data.clone(),
+                    )
+                    .message("ADT^A01", None);
                     hub.emit(event).await.expect("emit");
                 }
             })
@@ -180,7 +184,10 @@ async fn history_benchmarks(quick: bool) {
         .expect("store");
     let loading = Instant::now();
     fill_postgres(schema, n, start, span).await;
-    println!("postgres: {n} events generated in {:.0?}", loading.elapsed());
+    println!(
+        "postgres: {n} events generated in {:.0?}",
+        loading.elapsed()
+    );
     let [p50, p95, p99] = history_latency(&store, start, span, queries).await;
     println!("postgres history (org + 1 h window, page of 100), {n} events: p50 {p50:.2?} p95 {p95:.2?} p99 {p99:.2?}");
     drop(store);

@@ -172,6 +172,10 @@ impl Hub {
             done: writer_done.clone(),
             outbox,
             publish,
+            concurrent_commits: store.concurrent_commits().max(1),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                store.concurrent_commits().max(1),
+            )),
         };
         tasks.push(tokio::spawn(writer.run()));
         tasks.push(tokio::spawn(listeners::dispatch(

@@ -36,6 +36,9 @@ pub(super) struct Writer {
     /// Webhook deliveries to write with each batch (transactional outbox).
     pub outbox: Option<Arc<dyn OutboxRouter>>,
     pub publish: Publish,
+    /// Batches allowed to commit at once (`Store::concurrent_commits`); above 1 each commit runs in a task.
+    pub concurrent_commits: usize,
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// Who publishes a durable batch to the hub's listeners.
@@ -49,11 +52,20 @@ pub(super) enum Publish {
 
 type Reply = oneshot::Sender<Result<Emitted, StoreError>>;
 
-/// A batch that is committed but maybe not yet durable.
+type CommitResult = Result<(Vec<Appended>, Vec<OutboxEntry>, SyncTicket), StoreError>;
+
+/// A batch that is committed (or, on a store that commits several batches at once, being committed) but maybe
+/// not yet durable.
 struct Committed {
-    outcome: Result<(Vec<Appended>, Vec<OutboxEntry>, SyncTicket), StoreError>,
+    outcome: Outcome,
     replies: Vec<Reply>,
     prev_head: i64,
+}
+
+enum Outcome {
+    Done(CommitResult),
+    /// Committing in its own task; the acknowledge stage awaits it in batch order.
+    InFlight(tokio::task::JoinHandle<CommitResult>),
 }
 
 impl Writer {
@@ -70,6 +82,13 @@ impl Writer {
         let mut pending: Vec<Pending> = Vec::with_capacity(self.max_events);
         let mut stopping = false;
         loop {
+            // With concurrent commits, a batch is formed only once it may start: what queues up while every
+            // slot is busy goes into one batch instead of many small ones.
+            let permit = if self.concurrent_commits > 1 {
+                Arc::clone(&self.in_flight).acquire_owned().await.ok()
+            } else {
+                None
+            };
             let received = tokio::select! {
                 n = self.receiver.recv_many(&mut pending, self.max_events) => n,
                 _ = self.stop.cancelled(), if !stopping => {
@@ -86,7 +105,7 @@ impl Writer {
                 self.fill(&mut pending).await;
             }
             metrics::gauge!("switchboard_emit_queue_depth").set(self.receiver.len() as f64);
-            let committed = self.commit(&mut pending).await;
+            let committed = self.commit(&mut pending, permit).await;
             if to_ack.send(committed).await.is_err() {
                 tracing::error!(
                     "the acknowledge stage stopped; emitters of later batches get no answer"
@@ -113,7 +132,11 @@ impl Writer {
         }
     }
 
-    async fn commit(&mut self, pending: &mut Vec<Pending>) -> Committed {
+    async fn commit(
+        &mut self,
+        pending: &mut Vec<Pending>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Committed {
         // Timestamps never go backwards along seq, even if the clock does: history pages rely on it.
         let now = Timestamp::now().max(self.last_timestamp);
         self.last_timestamp = now;
@@ -124,6 +147,29 @@ impl Writer {
             replies.push(reply);
         }
         let size = batch.len();
+        metrics::histogram!("switchboard_append_batch_size").record(size as f64);
+        let prev_head = self.head;
+        if let Some(permit) = permit {
+            // A store whose commit is durable by itself (its sync is free) commits several batches at once, so
+            // one batch's round trips and fsync overlap the next one's (the store orders them).
+            let (store, outbox) = (Arc::clone(&self.store), self.outbox.clone());
+            let task = tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = store
+                    .commit(batch, outbox)
+                    .await
+                    .map(|c| (c.appended, c.outbox, c.ticket));
+                metrics::histogram!("switchboard_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                drop(permit);
+                outcome
+            });
+            return Committed {
+                outcome: Outcome::InFlight(task),
+                replies,
+                prev_head,
+            };
+        }
         let started = Instant::now();
         let outcome = self
             .store
@@ -131,8 +177,6 @@ impl Writer {
             .await
             .map(|c| (c.appended, c.outbox, c.ticket));
         metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("switchboard_append_batch_size").record(size as f64);
-        let prev_head = self.head;
         if let Ok((outcomes, _, _)) = &outcome {
             for appended in outcomes {
                 if let Appended::New(event) = appended {
@@ -141,7 +185,7 @@ impl Writer {
             }
         }
         Committed {
-            outcome,
+            outcome: Outcome::Done(outcome),
             replies,
             prev_head,
         }
@@ -163,6 +207,12 @@ async fn acknowledge(
         prev_head,
     }) = queue.recv().await
     {
+        let outcome = match outcome {
+            Outcome::Done(outcome) => outcome,
+            Outcome::InFlight(task) => task.await.unwrap_or_else(|err| {
+                Err(StoreError::Database(format!("commit task failed: {err}")))
+            }),
+        };
         let durable = match outcome {
             Err(err) => Err(err),
             Ok((outcomes, outbox, ticket)) => {

@@ -108,6 +108,12 @@ pub trait Store: Send + Sync + 'static {
         router: Option<Arc<dyn OutboxRouter>>,
     ) -> StoreResult<Committed>;
 
+    /// How many batches the hub's writer may commit at once. Above 1 only for a store whose `commit` is already
+    /// durable and that orders concurrent commits itself (their `seq` ranges follow commit order).
+    fn concurrent_commits(&self) -> usize {
+        1
+    }
+
     /// Returns once every commit up to and including `ticket` is durable (one fsync may cover many commits).
     async fn sync(&self, ticket: SyncTicket) -> StoreResult<()> {
         let _ = ticket;

@@ -449,7 +449,11 @@ async fn an_idempotency_key_holds_across_instances() {
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.expect("json");
     let again = send(&b).await.expect("again");
-    assert_eq!(again.status(), 200, "a repeat on the other instance is recognised");
+    assert_eq!(
+        again.status(),
+        200,
+        "a repeat on the other instance is recognised"
+    );
     let again: Value = again.json().await.expect("json");
     assert_eq!(again["id"], first["id"]);
     assert_eq!(again["seq"], first["seq"]);

@@ -158,6 +158,12 @@ impl super::Store for PgStore {
         self
     }
 
+    /// Batches wait for each other on the log-head lock, but the next one's round trips overlap this one's
+    /// commit and fsync.
+    fn concurrent_commits(&self) -> usize {
+        2
+    }
+
     fn log_changes(&self) -> Option<watch::Receiver<u64>> {
         Some(self.session.changes())
     }
