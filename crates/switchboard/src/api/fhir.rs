@@ -12,6 +12,7 @@ use crate::fhir::service::{self, check_body, check_target, WriteRequest};
 use crate::fhir::types::R4_RESOURCE_TYPES;
 use crate::store::StoredResource;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -69,7 +70,20 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<FhirCaller, Fhi
     })
 }
 
-fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, FhirError> {
+/// The request body as JSON. A body over `http.max_body_bytes` (or one that cannot be read) is answered with an
+/// OperationOutcome like every other FHIR error, not axum's plain-text rejection.
+fn parse_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Value, FhirError> {
+    let body = body.map_err(|rejection| {
+        let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "too-long"
+        } else {
+            "invalid"
+        };
+        FhirError::new(rejection.status(), code, rejection.body_text())
+    })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
@@ -82,7 +96,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, FhirError> {
             "send the resource as application/fhir+json",
         ));
     }
-    serde_json::from_slice(body)
+    serde_json::from_slice(&body)
         .map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))
 }
 
@@ -163,11 +177,11 @@ pub async fn create(
     State(state): State<AppState>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
     let who = caller(&state, &headers).await?;
     check_target(&resource_type, None)?;
-    let mut resource = parse_body(&headers, &body)?;
+    let mut resource = parse_body(&headers, body)?;
     check_body(&resource_type, None, &resource)?;
     let id = uuid::Uuid::now_v7().to_string();
     if let Some(object) = resource.as_object_mut() {
@@ -211,11 +225,11 @@ pub async fn update(
     State(state): State<AppState>,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
     let who = caller(&state, &headers).await?;
     check_target(&resource_type, Some(&id))?;
-    let resource = parse_body(&headers, &body)?;
+    let resource = parse_body(&headers, body)?;
     check_body(&resource_type, Some(&id), &resource)?;
     let event = service::write(
         &state.hub,
