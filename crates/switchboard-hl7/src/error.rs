@@ -30,7 +30,7 @@ pub enum ParseError {
     #[error("MSH segment is too short to contain a field separator")]
     MshTooShort,
     /// MSH-1 is not a usable separator (it must be printable ASCII
-    /// punctuation).
+    /// punctuation other than `.`).
     #[error("invalid field separator (MSH-1) byte 0x{0:02X}")]
     BadFieldSeparator(u8),
     /// MSH-2 is malformed: too long, not punctuation, or characters repeated.

@@ -2,8 +2,8 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::error::ValidationError;
-use crate::message::{encode_message, Charset};
+use crate::error::{ParseError, ValidationError};
+use crate::message::{encode_message, Charset, Delimiters};
 use crate::validate::validate;
 
 const ADT: &[u8] = include_bytes!("../../tests/data/adt_a01.hl7");
@@ -208,4 +208,28 @@ fn ack_code_helpers() {
     }
     assert!("aa".parse::<AckCode>().is_err());
     assert_eq!(ErrorCondition::ApplicationInternalError.code(), 207);
+}
+
+/// Found by `cargo fuzz run parse`: MSH-2 declared `.` as the component
+/// separator, so the default version `2.5` written into the NAK read back as
+/// MSH-12.1 = `2` and the NAK failed its own validation. `.` is no longer a
+/// valid separator: the NAK now falls back to the default separators.
+#[test]
+fn fuzz_regression_dot_separator_nak_validates() {
+    let raw = b"PID|1\rMSH|.~\\&|X|Y|||||BROKE\xC8|P|9.9||||||KOI8\r";
+    let err = Message::parse(raw).unwrap_err();
+    let nak = build_nak_from_raw(raw, AckCode::AR, &err.to_string(), NOW, "N1");
+    let reply = reparse(&nak);
+    assert_eq!(reply.delimiters(), &Delimiters::default());
+    assert_eq!(reply.version().as_deref(), Some("2.5"));
+    assert_eq!(parse_ack(&reply).map(|a| a.0), Some(AckCode::AR));
+    // The same header as the first segment is a parse error, not a message.
+    assert!(matches!(
+        Message::parse(b"MSH|.~\\&|X|Y|||||ADT^A01|1|P|2.5\r"),
+        Err(ParseError::BadEncodingCharacters(_))
+    ));
+    assert!(matches!(
+        Message::parse(b"MSH.^~\\&.X.Y.....ADT^A01.1.P.2.5\r"),
+        Err(ParseError::BadFieldSeparator(b'.'))
+    ));
 }

@@ -5,7 +5,10 @@
 //! characters, optionally followed by the v2.7 truncation character (`#`).
 //! MSH-2 may list only the first few; missing ones take their default, as
 //! long as the default does not clash with a character already in use.
-//! Every separator must be printable ASCII punctuation and all must differ.
+//! Every separator must be printable ASCII punctuation other than `.`, and
+//! all must differ. (`.` is refused because HL7 needs it unescaped: in version
+//! ids such as `2.5` — including the one written into an ACK — in decimal
+//! numbers and in the `\.br\` escape sequence.)
 
 use crate::error::ParseError;
 
@@ -39,9 +42,10 @@ impl Default for Delimiters {
     }
 }
 
-/// Can `b` serve as a separator?
+/// Can `b` serve as a separator? Printable ASCII punctuation except `.`
+/// (see the [module docs](self)).
 pub(crate) fn is_separator_byte(b: u8) -> bool {
-    b.is_ascii_punctuation()
+    b.is_ascii_punctuation() && b != b'.'
 }
 
 impl Delimiters {
@@ -146,7 +150,19 @@ mod tests {
             Delimiters::from_msh(b'A', b"^~\\&"),
             Err(ParseError::BadFieldSeparator(b'A'))
         ));
-        for bad in [&b"^^"[..], b"^~\\&#!", b"^a", b"^|", b"&^"] {
+        assert!(matches!(
+            Delimiters::from_msh(b'.', b"^~\\&"),
+            Err(ParseError::BadFieldSeparator(b'.'))
+        ));
+        for bad in [
+            &b"^^"[..],
+            b"^~\\&#!",
+            b"^a",
+            b"^|",
+            b"&^",
+            b".~\\&",
+            b"^~\\&.",
+        ] {
             assert!(
                 matches!(
                     Delimiters::from_msh(b'|', bad),

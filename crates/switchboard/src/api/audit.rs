@@ -26,6 +26,7 @@ pub struct AuditParams {
     pub from: Option<String>,
     pub to: Option<String>,
     /// Default 100, at most 1000.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

@@ -129,10 +129,12 @@ pub struct HistoryParams {
     pub message_type: Option<String>,
     pub source: Option<String>,
     /// Page size, default 100, at most 1000.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `nextCursor` of the previous page.
     pub cursor: Option<String>,
     /// `desc` (newest first, the default) or `asc`.
+    #[param(pattern = "^(asc|desc)$")]
     pub order: Option<String>,
     /// Export only: `ndjson` (default) or `csv`.
     pub format: Option<String>,
@@ -254,7 +256,8 @@ pub async fn list(
 
 /// One event by id (only within the caller's org).
 #[utoipa::path(get, path = "/api/events/{id}", tag = "events", params(("id" = String, Path, description = "Event id")),
-    responses((status = 200, body = Event), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = Event), (status = 400, description = "Not an event id", body = ErrorBody),
+        (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_one(
     State(state): State<AppState>,
     caller: Caller,
@@ -278,7 +281,8 @@ const CSV_HEADER: &str = "seq,id,timestamp,eventType,orgId,source,messageType,me
 
 /// Streams every matching event as NDJSON or CSV, in constant memory (keyset pages of 1000).
 #[utoipa::path(get, path = "/api/events/export", tag = "events", params(HistoryParams),
-    responses((status = 200, description = "NDJSON or CSV stream", content_type = "application/x-ndjson"), (status = 400, body = ErrorBody)),
+    responses((status = 200, description = "NDJSON or CSV stream", content_type = "application/x-ndjson"), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn export(
     State(state): State<AppState>,

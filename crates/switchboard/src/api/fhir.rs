@@ -12,6 +12,7 @@ use crate::fhir::service::{self, check_body, check_target, WriteRequest};
 use crate::fhir::types::R4_RESOURCE_TYPES;
 use crate::store::StoredResource;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -69,7 +70,20 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<FhirCaller, Fhi
     })
 }
 
-fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, FhirError> {
+/// The request body as JSON. A body over `http.max_body_bytes` (or one that cannot be read) is answered with an
+/// OperationOutcome like every other FHIR error, not axum's plain-text rejection.
+fn parse_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Value, FhirError> {
+    let body = body.map_err(|rejection| {
+        let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "too-long"
+        } else {
+            "invalid"
+        };
+        FhirError::new(rejection.status(), code, rejection.body_text())
+    })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|h| h.to_str().ok())
@@ -82,7 +96,7 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<Value, FhirError> {
             "send the resource as application/fhir+json",
         ));
     }
-    serde_json::from_slice(body)
+    serde_json::from_slice(&body)
         .map_err(|e| FhirError::invalid(format!("the body is not valid JSON: {e}")))
 }
 
@@ -153,19 +167,21 @@ fn resource_response(
 }
 
 /// Creates a resource; the server assigns its id.
-#[utoipa::path(post, path = "/fhir/{resource_type}", tag = "fhir", params(("resource_type" = String, Path)),
+#[utoipa::path(post, path = "/fhir/{resource_type}", tag = "fhir", params(("resource_type" = String, Path), ("x-switchboard-org" = Option<String>, Header, description = "Admin keys only: the org to act for (org keys act for their own)")),
     request_body(content = Object, content_type = "application/fhir+json"),
-    responses((status = 201, description = "Created"), (status = 400, description = "OperationOutcome")),
+    responses((status = 201, description = "Created"),
+        (status = 400, description = "OperationOutcome: invalid resource, or an admin key without the org header"),
+        (status = 404, description = "OperationOutcome: not an R4 resource type")),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
     let who = caller(&state, &headers).await?;
     check_target(&resource_type, None)?;
-    let mut resource = parse_body(&headers, &body)?;
+    let mut resource = parse_body(&headers, body)?;
     check_body(&resource_type, None, &resource)?;
     let id = uuid::Uuid::now_v7().to_string();
     if let Some(object) = resource.as_object_mut() {
@@ -197,19 +213,23 @@ pub async fn create(
 
 /// Updates a resource, or creates it with this id.
 #[utoipa::path(put, path = "/fhir/{resource_type}/{id}", tag = "fhir",
-    params(("resource_type" = String, Path), ("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    params(("resource_type" = String, Path), ("id" = String, Path), ("If-Match" = Option<String>, Header), ("x-switchboard-org" = Option<String>, Header, description = "Admin keys only: the org to act for (org keys act for their own)")),
     request_body(content = Object, content_type = "application/fhir+json"),
-    responses((status = 200, description = "Updated"), (status = 201, description = "Created"), (status = 412, description = "Version conflict")),
+    responses((status = 200, description = "Updated"), (status = 201, description = "Created"),
+        (status = 400, description = "OperationOutcome: invalid id or resource, bad If-Match, or an admin key without the org header"),
+        (status = 404, description = "OperationOutcome: not an R4 resource type"),
+        (status = 409, description = "OperationOutcome: conflicting write"),
+        (status = 412, description = "Version conflict")),
     security(("bearer" = [])))]
 pub async fn update(
     State(state): State<AppState>,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, FhirError> {
     let who = caller(&state, &headers).await?;
     check_target(&resource_type, Some(&id))?;
-    let resource = parse_body(&headers, &body)?;
+    let resource = parse_body(&headers, body)?;
     check_body(&resource_type, Some(&id), &resource)?;
     let event = service::write(
         &state.hub,
@@ -241,8 +261,11 @@ pub async fn update(
 }
 
 /// Deletes a resource (its history stays readable with vread).
-#[utoipa::path(delete, path = "/fhir/{resource_type}/{id}", tag = "fhir", params(("resource_type" = String, Path), ("id" = String, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, description = "Unknown")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/fhir/{resource_type}/{id}", tag = "fhir",
+    params(("resource_type" = String, Path), ("id" = String, Path), ("If-Match" = Option<String>, Header), ("x-switchboard-org" = Option<String>, Header, description = "Admin keys only: the org to act for (org keys act for their own)")),
+    responses((status = 204, description = "Deleted"),
+        (status = 400, description = "OperationOutcome: invalid id, bad If-Match, or an admin key without the org header"),
+        (status = 404, description = "Unknown"), (status = 412, description = "Version conflict")), security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
     Path((resource_type, id)): Path<(String, String)>,
@@ -296,8 +319,10 @@ fn found(
 }
 
 /// Reads the current version.
-#[utoipa::path(get, path = "/fhir/{resource_type}/{id}", tag = "fhir", params(("resource_type" = String, Path), ("id" = String, Path)),
-    responses((status = 200, description = "The resource"), (status = 404, description = "Unknown"), (status = 410, description = "Deleted")),
+#[utoipa::path(get, path = "/fhir/{resource_type}/{id}", tag = "fhir", params(("resource_type" = String, Path), ("id" = String, Path), ("x-switchboard-org" = Option<String>, Header, description = "Admin keys only: the org to act for (org keys act for their own)")),
+    responses((status = 200, description = "The resource"),
+        (status = 400, description = "OperationOutcome: invalid id, or an admin key without the org header"),
+        (status = 404, description = "Unknown"), (status = 410, description = "Deleted")),
     security(("bearer" = [])))]
 pub async fn read(
     State(state): State<AppState>,
@@ -316,8 +341,10 @@ pub async fn read(
 
 /// Reads one version.
 #[utoipa::path(get, path = "/fhir/{resource_type}/{id}/_history/{version}", tag = "fhir",
-    params(("resource_type" = String, Path), ("id" = String, Path), ("version" = String, Path)),
-    responses((status = 200, description = "That version"), (status = 404, description = "Unknown"), (status = 410, description = "A deleted version")),
+    params(("resource_type" = String, Path), ("id" = String, Path), ("version" = String, Path), ("x-switchboard-org" = Option<String>, Header, description = "Admin keys only: the org to act for (org keys act for their own)")),
+    responses((status = 200, description = "That version"),
+        (status = 400, description = "OperationOutcome: invalid id or version, or an admin key without the org header"),
+        (status = 404, description = "Unknown"), (status = 410, description = "A deleted version")),
     security(("bearer" = [])))]
 pub async fn vread(
     State(state): State<AppState>,
@@ -338,8 +365,10 @@ pub async fn vread(
 }
 
 /// Searches one resource type; answers a `searchset` Bundle with paging links.
-#[utoipa::path(get, path = "/fhir/{resource_type}", tag = "fhir", params(("resource_type" = String, Path)),
-    responses((status = 200, description = "searchset Bundle"), (status = 400, description = "Unknown or bad parameter")),
+#[utoipa::path(get, path = "/fhir/{resource_type}", tag = "fhir", params(("resource_type" = String, Path), ("x-switchboard-org" = Option<String>, Header, description = "Admin keys only: the org to act for (org keys act for their own)")),
+    responses((status = 200, description = "searchset Bundle"),
+        (status = 400, description = "Unknown or bad parameter, or an admin key without the org header"),
+        (status = 404, description = "OperationOutcome: not an R4 resource type")),
     security(("bearer" = [])))]
 pub async fn search(
     State(state): State<AppState>,

@@ -21,7 +21,11 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateKeyRequest {
+    /// 1-64 characters: letters, digits, `.`, `_`, `-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub org_id: String,
+    /// 1-128 characters (surrounding whitespace is trimmed).
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
 }
 
@@ -56,7 +60,7 @@ pub async fn create(
     validate_org_id(&body.org_id)
         .map_err(|e| ApiError::bad_request("invalid_org", e.to_string()))?;
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 128 {
+    if name.is_empty() || name.chars().count() > 128 {
         return Err(ApiError::bad_request(
             "invalid_name",
             "name must be 1-128 characters",
@@ -81,15 +85,26 @@ pub async fn list(
     Ok(Json(state.store.list_api_keys(caller.org()).await?))
 }
 
-/// Revokes a key (admin only).
+/// Revokes an org key (admin only). The bootstrap admin key cannot be revoked here: that would lock every admin
+/// out until a restart; replace it by changing `auth.admin_token` and restarting.
 #[utoipa::path(delete, path = "/api/keys/{id}", tag = "keys", params(("id" = String, Path)),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The bootstrap admin key cannot be revoked over the API", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     require_admin(&caller)?;
+    if id == auth::BOOTSTRAP_ADMIN_ID {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "admin_key",
+            "the bootstrap admin key cannot be revoked over the API (every admin would be locked out); \
+             set a new auth.admin_token and restart to replace it",
+        ));
+    }
     let audit = AuditEntry {
         timestamp: Timestamp::now(),
         actor: Some(caller.key_id.clone()),

@@ -4,7 +4,11 @@
 use super::AppState;
 use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -24,7 +28,7 @@ use utoipa::{Modify, OpenApi};
         super::webhooks::deliveries, super::webhooks::redrive_subscription, super::webhooks::replay,
         super::webhooks::dlq, super::webhooks::redrive_delivery,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags((name = "events"), (name = "keys"), (name = "audit"), (name = "health"), (name = "fhir"), (name = "webhooks"), (name = "hl7"))
 )]
 pub struct ApiDoc;
@@ -39,6 +43,68 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// Answers that every operation of a kind can give, added here instead of being repeated on each handler (each
+/// comes from a shared extractor or layer, so it holds for all of them):
+///
+/// * `401` for every operation that takes a bearer key (missing, malformed, unknown or revoked key);
+/// * for every JSON request body: `400` (not JSON, or the wrong shape), `413` (over `http.max_body_bytes`) and
+///   `415` (no JSON content type).
+///
+/// `/fhir` operations answer with an OperationOutcome, the others with [`ErrorBody`](super::error::ErrorBody).
+/// A handler that documents one of these codes itself keeps its own description.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let fhir = path.starts_with("/fhir");
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let mut add = |status: &str, description: &str| {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error_response(description, fhir).into());
+                };
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    add("401", "Missing, malformed, unknown or revoked API key");
+                }
+                if operation.request_body.is_some() {
+                    add("400", "The body is not valid JSON or has the wrong shape");
+                    add("413", "The body is larger than http.max_body_bytes");
+                    add("415", "The body is not sent as JSON");
+                }
+            }
+        }
+    }
+}
+
+fn error_response(description: &str, fhir: bool) -> Response {
+    let (content_type, schema) = if fhir {
+        ("application/fhir+json", ObjectBuilder::new().into())
+    } else {
+        (
+            "application/json",
+            Ref::from_schema_name("ErrorBody").into(),
+        )
+    };
+    let schema: RefOr<Schema> = schema;
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            content_type,
+            ContentBuilder::new().schema(Some(schema)).build(),
+        )
+        .build()
 }
 
 /// The document as pretty JSON with a trailing newline (the form checked in).

@@ -240,7 +240,8 @@ pub struct ListParams {
 
 /// Lists subscriptions (without secrets): the org's own, or every org's for an admin.
 #[utoipa::path(get, path = "/api/webhooks", tag = "webhooks", params(ListParams),
-    responses((status = 200, body = Vec<SubscriptionView>), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<SubscriptionView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -500,7 +501,8 @@ pub async fn rotate_secret(
 pub struct DeliveryParams {
     /// `pending`, `failed` (retry scheduled), `succeeded` or `dead`.
     pub status: Option<String>,
-    /// Default 50, at most 500.
+    /// Default 50, at most 500 (larger values are capped).
+    #[param(minimum = 1)]
     pub limit: Option<usize>,
     /// Only deliveries with a smaller id (the next page: the last id of this one).
     pub before: Option<i64>,
@@ -513,6 +515,8 @@ pub struct DlqParams {
     pub subscription_id: Option<String>,
     /// Admin keys only: one org.
     pub org_id: Option<String>,
+    /// Page size, default 50; values above 500 are capped to 500.
+    #[param(minimum = 1)]
     pub limit: Option<usize>,
     pub before: Option<i64>,
 }

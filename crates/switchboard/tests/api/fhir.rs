@@ -1,6 +1,6 @@
 //! The FHIR REST API: CRUD with versions and ETags, search, OperationOutcomes, events, org isolation.
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
@@ -630,4 +630,23 @@ async fn fhir_sync_forwards_writes_to_another_server() {
             == 410
     })
     .await;
+}
+
+/// A body over `http.max_body_bytes` is an OperationOutcome (413, `too-long`) like every other FHIR error, not
+/// axum's plain-text rejection (the OpenAPI document promises an OperationOutcome for every FHIR error).
+#[tokio::test]
+async fn oversized_body_is_an_operation_outcome() {
+    let app = spawn_app_with(|c| {
+        c.hub.max_event_bytes = 4096;
+        c.http.max_body_bytes = 8192;
+    })
+    .await;
+    let key = app.org_key("org-a").await;
+    let mut big = patient("Big");
+    big["text"] = json!({"status": "generated", "div": "x".repeat(10_000)});
+    let r = fhir(&app, &key, Method::POST, "/fhir/Patient", Some(big.clone())).await;
+    let body = outcome(r, 413).await;
+    assert_eq!(body["issue"][0]["code"], "too-long");
+    let r = fhir(&app, &key, Method::PUT, "/fhir/Patient/p1", Some(big)).await;
+    outcome(r, 413).await;
 }

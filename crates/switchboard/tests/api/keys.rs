@@ -130,3 +130,22 @@ async fn config_command_hides_secrets() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("SWITCHBOARD_HUB_QUEUE_CAPACITY"));
 }
+
+/// Found by schemathesis: an admin could revoke the bootstrap admin key itself (`DELETE /api/keys/admin`), after
+/// which every admin request was 401 until a restart.
+#[tokio::test]
+async fn bootstrap_admin_key_cannot_be_revoked() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .delete(app.url("/api/keys/admin"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "admin_key");
+    let r = app.get(&app.admin_token, "/api/keys").await;
+    assert_eq!(r.status(), 200, "the admin key still works");
+}
