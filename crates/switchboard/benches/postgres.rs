@@ -118,7 +118,7 @@ async fn fill_postgres(schema: &str, n: i64, start: i64, span: i64) {
          CASE WHEN g % 3 = 0 THEN 'hl7.received' ELSE 'fhir.created' END, 'mllp-server', 'ADT^A01', \
          '{{\"n\":' || g || ',\"note\":\"' || repeat('x', 200) || '\"}}' \
          FROM generate_series(1, {n}) g; \
-         UPDATE log_head SET seq = {n}; ANALYZE events;"
+         UPDATE log_head SET seq = {n}, ts = {start} + {n} * ({span} / {n}); ANALYZE events;"
     );
     client.batch_execute(&sql).await.expect("fill");
 }

@@ -4,7 +4,8 @@
 //! one at a time and each batch takes the `seq` range right after the previous commit: `seq` is gap-free in
 //! commit order, and a reader that has seen `seq = n` committed can never later find a smaller `seq` appear. The
 //! rows go in with one multi-row `INSERT … SELECT FROM UNNEST` per table, and the statements after the lock are
-//! pipelined on the connection.
+//! pipelined on the connection. The lock also keeps timestamps non-decreasing along `seq`: a batch is never
+//! stamped earlier than the last one committed, whichever instance and clock stamped it.
 
 use super::fhir;
 use crate::event::{Event, EventType, Source, Timestamp, SPEC_VERSION};
@@ -45,13 +46,21 @@ pub(super) async fn append(
 ) -> StoreResult<Vec<Appended>> {
     let tx = client.transaction().await?;
     let lock = tx
-        .prepare_cached("SELECT seq FROM log_head WHERE one = 1 FOR UPDATE")
+        .prepare_cached("SELECT seq, ts FROM log_head WHERE one = 1 FOR UPDATE")
         .await?;
     let (_, head_row) = futures::try_join!(
         tx.batch_execute("SET LOCAL synchronous_commit TO on"),
         tx.query_one(&lock, &[]),
     )?;
     let mut head: i64 = head_row.try_get(0)?;
+    // Batches of this and other instances may reach the lock in another order than their clocks stamped them:
+    // timestamps must still never decrease along seq (history pages rely on it).
+    let floor = Timestamp(head_row.try_get(1)?);
+    let mut batch = batch;
+    for event in &mut batch {
+        event.timestamp = event.timestamp.max(floor);
+    }
+    let mut latest = floor;
 
     let mut first_by_key = existing_idempotent(&tx, &batch).await?;
     let mut results = Vec::with_capacity(batch.len());
@@ -79,6 +88,7 @@ pub(super) async fn append(
         }
         head += 1;
         event.seq = head;
+        latest = latest.max(event.timestamp);
         if let Some(key) = &event.idempotency_key {
             first_by_key.insert((event.org_id.clone(), key.clone()), event.clone());
         }
@@ -132,7 +142,7 @@ pub(super) async fn append(
         let actors: Vec<Option<&str>> = new.iter().map(|e| e.actor.as_deref()).collect();
         let keys: Vec<Option<&str>> = new.iter().map(|e| e.idempotency_key.as_deref()).collect();
         let set_head = tx
-            .prepare_cached("UPDATE log_head SET seq = $1 WHERE one = 1")
+            .prepare_cached("UPDATE log_head SET seq = $1, ts = $2 WHERE one = 1")
             .await?;
         let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
         let head_text = head.to_string();
@@ -153,7 +163,7 @@ pub(super) async fn append(
             &actors,
             &keys,
         ];
-        let head_params: [&(dyn ToSql + Sync); 1] = [&head];
+        let head_params: [&(dyn ToSql + Sync); 2] = [&head, &latest.0];
         let notify_params: [&(dyn ToSql + Sync); 2] = [&channel, &head_text];
         let (_, delivery_ids, _, _) = futures::try_join!(
             tx.execute(&insert_events, &event_params),
@@ -263,9 +273,7 @@ async fn existing_idempotent(
 
 pub(super) async fn head<C: GenericClient>(client: &C) -> StoreResult<(i64, Timestamp)> {
     let statement = client
-        .prepare_cached(
-            "SELECT h.seq, COALESCE((SELECT ts FROM events ORDER BY seq DESC LIMIT 1), 0) FROM log_head h",
-        )
+        .prepare_cached("SELECT seq, ts FROM log_head WHERE one = 1")
         .await?;
     let row = client.query_one(&statement, &[]).await?;
     Ok((row.try_get(0)?, Timestamp(row.try_get(1)?)))

@@ -1,7 +1,7 @@
 //! The PostgreSQL schema: the same tables and numbered migrations as on SQLite, in PostgreSQL's types. Append new
 //! ones; never edit old ones.
 //!
-//! `log_head` holds the last `seq` ever assigned. An append locks that one row for the rest of its transaction, so
+//! `log_head` holds the last `seq` ever assigned and the latest event timestamp. An append locks that one row for the rest of its transaction, so
 //! appends from every instance commit one after another and `seq` is gap-free in commit order (see `events.rs`).
 
 pub const MIGRATIONS: &[(i64, &str)] = &[
@@ -34,9 +34,10 @@ CREATE UNIQUE INDEX events_idempotency ON events (org_id, idempotency_key)
 
 CREATE TABLE log_head (
     one INTEGER PRIMARY KEY CHECK (one = 1),
-    seq BIGINT NOT NULL
+    seq BIGINT NOT NULL,
+    ts BIGINT NOT NULL
 );
-INSERT INTO log_head (one, seq) VALUES (1, 0);
+INSERT INTO log_head (one, seq, ts) VALUES (1, 0, 0);
 
 CREATE TABLE listener_cursors (
     name TEXT PRIMARY KEY,
