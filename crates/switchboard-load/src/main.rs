@@ -55,7 +55,8 @@ struct RunArgs {
     /// Weights of the paths: api,fhir,mllp.
     #[arg(long, default_value = "50,25,25")]
     mix: String,
-    #[arg(long, default_value_t = 32)]
+    /// MLLP sender connections (each sends one message at a time).
+    #[arg(long, default_value_t = 128)]
     mllp_connections: usize,
     /// Operations in flight per HTTP path at most.
     #[arg(long, default_value_t = 1024)]

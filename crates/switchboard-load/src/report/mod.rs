@@ -13,6 +13,9 @@ use crate::run::RunConfig;
 use crate::workload::PathReport;
 use serde::Serialize;
 
+/// "Exact backoff": no retry before its scheduled delay, and 95 % of them within this much after it.
+pub const EXACT_BACKOFF_P95_LATE_MS: f64 = 250.0;
+
 /// Everything a run measured.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -29,6 +32,9 @@ pub struct Report {
     pub bad_signatures: u64,
     pub redrives: u32,
     pub drain_secs: f64,
+    /// The drain gave up (`--drain-timeout`) with deliveries still outstanding: undelivered ones may still be
+    /// pending retries, not lost.
+    pub drain_timed_out: bool,
     pub sse: Vec<LiveCheck>,
     pub socketio: Vec<LiveCheck>,
     pub resources: ResourceReport,
@@ -61,7 +67,9 @@ impl Report {
             no_backpressure: self.paths.iter().all(|p| p.kept_schedule),
             webhook_p95_under_5s: self.webhook.latency.count > 0
                 && self.webhook.latency.p95_ms < 5000.0,
-            exact_backoff: self.webhook.backoff.gaps_checked > 0 && self.webhook.backoff.early == 0,
+            exact_backoff: self.webhook.backoff.gaps_checked > 0
+                && self.webhook.backoff.early == 0
+                && self.webhook.backoff.lateness.p95_ms <= EXACT_BACKOFF_P95_LATE_MS,
             zero_loss: history_ok && live_ok && self.webhook.undelivered == 0,
         };
         self

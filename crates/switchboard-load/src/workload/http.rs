@@ -6,6 +6,9 @@ use super::{OpResult, Operation};
 use serde_json::json;
 use std::sync::Arc;
 
+/// Time limit of one request (the latency still counts from the due time).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The event type the API path publishes for ordinary events.
 pub const API_EVENT_TYPE: &str = "custom.load.api";
 /// The event type the Socket.IO clients follow (a low rate, under the server's per-socket limit).
@@ -30,6 +33,7 @@ pub fn api_events(client: reqwest::Client, base: &str, key: &str, sio_every: u64
             });
             let response = client
                 .post(&*url)
+                .timeout(REQUEST_TIMEOUT)
                 .header("authorization", &*auth)
                 .json(&body)
                 .send()
@@ -56,6 +60,7 @@ pub fn fhir_creates(client: reqwest::Client, base: &str, key: &str) -> Operation
             let response = client
                 .post(&*url)
                 .header("authorization", &*auth)
+                .timeout(REQUEST_TIMEOUT)
                 .header("content-type", "application/fhir+json")
                 .body(body.to_string())
                 .send()
@@ -71,13 +76,20 @@ async fn id_of_created(
     field: &str,
 ) -> OpResult {
     let response = response.map_err(|e| {
-        if e.is_timeout() {
-            "timeout".to_string()
+        let kind = if e.is_timeout() {
+            "timeout"
         } else if e.is_connect() {
-            "connect".to_string()
+            "connect"
         } else {
-            "request".to_string()
+            "request"
+        };
+        // The innermost cause says what happened (reset, closed, …); it becomes the label.
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
         }
+        let cause: String = cause.to_string().chars().take(60).collect();
+        format!("{kind}: {cause}")
     })?;
     let status = response.status();
     if status.as_u16() != 201 {

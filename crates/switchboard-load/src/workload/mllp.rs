@@ -55,20 +55,28 @@ pub fn take_frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     Some(content)
 }
 
-/// One sender connection running `schedule`; `conn` makes its control ids unique.
-pub async fn run_connection(addr: String, conn: usize, schedule: Schedule) -> PathStats {
+/// Sender connection `conn` of `connections`: runs operations `conn`, `conn + connections`, … of `schedule`.
+pub async fn run_connection(
+    addr: String,
+    conn: usize,
+    connections: usize,
+    schedule: Schedule,
+) -> PathStats {
+    let mine: Vec<u64> = (conn as u64..schedule.total())
+        .step_by(connections.max(1))
+        .collect();
     let mut stats = PathStats::default();
     let mut stream = match TcpStream::connect(&addr).await {
         Ok(s) => s,
         Err(_) => {
-            stats.errors.insert("connect".into(), schedule.total());
+            stats.errors.insert("connect".into(), mine.len() as u64);
             return stats;
         }
     };
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(4096);
     let mut broken = false;
-    for i in 0..schedule.total() {
+    for i in mine {
         let due = schedule.due(i);
         tokio::time::sleep_until(due).await;
         stats.started(due, Instant::now());
@@ -76,8 +84,8 @@ pub async fn run_connection(addr: String, conn: usize, schedule: Schedule) -> Pa
             stats.record(due, Instant::now(), Err("connection lost".into()));
             continue;
         }
-        let control_id = format!("L{conn}-{i}");
-        let message = adt_a01(&control_id, &format!("MRN{conn}x{i}"));
+        let control_id = format!("L{i}");
+        let message = adt_a01(&control_id, &format!("MRN{i}"));
         let result = exchange(&mut stream, &mut buf, &message, &control_id).await;
         if matches!(&result, Err(e) if e != "nak") {
             broken = true;

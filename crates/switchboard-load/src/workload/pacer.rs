@@ -30,18 +30,6 @@ impl Schedule {
         let elapsed = now.saturating_duration_since(self.start).as_secs_f64();
         ((elapsed * self.rate).floor() as u64 + 1).min(self.total())
     }
-
-    /// The slice of this schedule one of `n` workers runs: every `n`-th operation from `k`, at `rate / n`.
-    pub fn share(&self, k: usize, n: usize) -> Schedule {
-        let n = n.max(1) as f64;
-        Schedule {
-            start: self.start + Duration::from_secs_f64(k as f64 / self.rate),
-            rate: self.rate / n,
-            duration: self
-                .duration
-                .saturating_sub(Duration::from_secs_f64(k as f64 / self.rate)),
-        }
-    }
 }
 
 /// How far behind its schedule a path fell (how late the last operation started), in ms.
@@ -66,9 +54,5 @@ mod tests {
         assert_eq!(s.due_by(start), 1);
         assert_eq!(s.due_by(start + Duration::from_millis(10)), 11);
         assert_eq!(s.due_by(start + Duration::from_secs(10)), 2000);
-        let share = s.share(1, 4);
-        assert_eq!(share.rate, 250.0);
-        assert_eq!(share.due(0), start + Duration::from_millis(1));
-        assert_eq!(share.due(1), start + Duration::from_millis(5));
     }
 }
