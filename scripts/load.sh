@@ -60,14 +60,14 @@ start_switchboard() {
 LOAD=target/release/switchboard-load
 echo "== machine: $(nproc) CPUs, $(free -g | awk '/Mem:/ {print $2}') GiB, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo "== 1. switchboard, mixed workload: $RATE ops/s for $DURATION s"
+echo "== 1. switchboard, mixed workload: $RATE events/s offered for $DURATION s"
 start_switchboard mixed
 "$LOAD" run --url "http://127.0.0.1:$HTTP_PORT" --mllp "127.0.0.1:$MLLP_PORT" --server-pid "$SERVER_PID" \
   --duration "$DURATION" --rate "$RATE" --out "$OUT/mixed.json" "${EXTRA[@]}" | tee "$OUT/mixed.md"
 stop_server
 
 if [ "$BASELINE" = 1 ]; then
-  echo "== 2. switchboard, the paths the baseline has (POST /api/events + webhooks): $RATE ops/s for $DURATION s"
+  echo "== 2. switchboard, the paths the baseline has (POST /api/events + webhooks): $RATE events/s for $DURATION s"
   start_switchboard compare
   "$LOAD" run --url "http://127.0.0.1:$HTTP_PORT" --server-pid "$SERVER_PID" --mix 1,0,0 --sse 0 --socketio 0 \
     --duration "$DURATION" --rate "$RATE" --out "$OUT/switchboard-api.json" "${EXTRA[@]}" | tee "$OUT/switchboard-api.md"

@@ -49,10 +49,13 @@ struct RunArgs {
     org: String,
     #[arg(long, default_value_t = 60)]
     duration: u64,
-    /// Total offered operations per second over all paths.
+    /// Total offered events per second over all paths.
     #[arg(long, default_value_t = 10_000.0)]
     rate: f64,
-    /// Weights of the paths: api,fhir,mllp.
+    /// Events one MLLP ADT^A01 makes on the server (3 stage events + the transformer's output).
+    #[arg(long, default_value_t = 7.0)]
+    mllp_events_per_message: f64,
+    /// Shares of the offered events per path: api,fhir,mllp.
     #[arg(long, default_value = "50,25,25")]
     mix: String,
     /// MLLP sender connections (each sends one message at a time).
@@ -126,6 +129,7 @@ fn config(a: RunArgs) -> anyhow::Result<RunConfig> {
         org: a.org,
         duration: Duration::from_secs(a.duration),
         rate: a.rate,
+        mllp_events_per_message: a.mllp_events_per_message,
         weight_api: api,
         weight_fhir: fhir,
         weight_mllp: mllp,

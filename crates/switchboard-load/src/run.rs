@@ -34,8 +34,11 @@ pub struct RunConfig {
     pub admin_token: String,
     pub org: String,
     pub duration: Duration,
-    /// Total offered operations per second, split by the weights below.
+    /// Total offered events per second, split between the paths by the weights below (shares of events).
     pub rate: f64,
+    /// Events one MLLP message makes (hl7.received, hl7.parsed, hl7.validated and the transformer's output), to
+    /// turn the MLLP share of events into messages per second. API and FHIR operations make one event each.
+    pub mllp_events_per_message: f64,
     pub weight_api: f64,
     pub weight_fhir: f64,
     pub weight_mllp: f64,
@@ -56,12 +59,14 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    fn rate_of(&self, weight: f64) -> f64 {
+    /// Operations per second of a path whose share of the offered events is `weight`, each operation making
+    /// `events_per_op` events.
+    fn ops_rate(&self, weight: f64, events_per_op: f64) -> f64 {
         let total = self.weight_api + self.weight_fhir + self.weight_mllp;
-        if total <= 0.0 {
+        if total <= 0.0 || events_per_op <= 0.0 {
             0.0
         } else {
-            self.rate * weight / total
+            self.rate * weight / total / events_per_op
         }
     }
 }
@@ -136,7 +141,10 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // The load.
-    eprintln!("load: offering {} ops/s for {:?}", cfg.rate, cfg.duration);
+    eprintln!(
+        "load: offering {} events/s for {:?}",
+        cfg.rate, cfg.duration
+    );
     let load_start_micros = now_micros();
     let start = Instant::now() + Duration::from_millis(100);
     let schedule = |rate: f64| Schedule {
@@ -144,9 +152,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         rate,
         duration: cfg.duration,
     };
-    let api_sched = schedule(cfg.rate_of(cfg.weight_api));
-    let fhir_sched = schedule(cfg.rate_of(cfg.weight_fhir));
-    let mllp_sched = schedule(cfg.rate_of(cfg.weight_mllp));
+    let api_sched = schedule(cfg.ops_rate(cfg.weight_api, 1.0));
+    let fhir_sched = schedule(cfg.ops_rate(cfg.weight_fhir, 1.0));
+    let mllp_sched = schedule(cfg.ops_rate(cfg.weight_mllp, cfg.mllp_events_per_message));
     let sio_every = if cfg.sio_clients > 0 && cfg.sio_rate > 0.0 {
         (api_sched.rate / cfg.sio_rate).round().max(1.0) as u64
     } else {
@@ -290,6 +298,23 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         committed_events_per_sec: committed_in_window as f64
             / ((load_end_micros - load_start_micros) as f64 / 1e6).max(1e-9),
         history_events: history.as_ref().map(Vec::len),
+        events_by_type: history
+            .iter()
+            .flatten()
+            .fold(Default::default(), |mut m, e| {
+                *m.entry(e.event_type.clone()).or_default() += 1;
+                m
+            }),
+        mllp_events_per_message_measured: history
+            .as_ref()
+            .filter(|_| !mllp_stats.acked.is_empty())
+            .map(|h| {
+                let n = h
+                    .iter()
+                    .filter(|e| e.source == "mllp-server" || e.source == "transformer")
+                    .count();
+                n as f64 / mllp_stats.acked.len() as f64
+            }),
         history: history_check,
         webhook,
         bad_signatures: receiver.bad_signatures(),

@@ -41,13 +41,13 @@ pub fn render(r: &Report) -> String {
     let c = &r.config;
     let _ = writeln!(
         o,
-        "### {:?} run, {} for {} s, {:.0} ops/s offered\n",
+        "### {:?} run, {} for {} s, {:.0} events/s offered\n",
         c.kind,
         r.started,
         c.duration.as_secs(),
         c.rate
     );
-    let _ = writeln!(o, "| path | offered/s | achieved/s | acked / scheduled | errors | p50 | p95 | p99 | max | kept schedule |");
+    let _ = writeln!(o, "| path | offered ops/s | achieved ops/s | acked / scheduled | errors, unsent | p50 | p95 | p99 | max | kept schedule |");
     let _ = writeln!(o, "|---|---|---|---|---|---|---|---|---|---|");
     for p in &r.paths {
         let errors: u64 = p.errors.values().sum();
@@ -85,6 +85,19 @@ pub fn render(r: &Report) -> String {
         "\nCommitted events in the load window: {} ({:.0} events/s, every type).",
         r.committed_events, r.committed_events_per_sec
     );
+    if let Some(m) = r.mllp_events_per_message_measured {
+        let types: Vec<String> = r
+            .events_by_type
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "Events per MLLP message stored: {m:.2} (the schedule assumed {}). By type: {}.",
+            c.mllp_events_per_message,
+            types.join(", ")
+        );
+    }
     if let Some(h) = &r.history {
         let _ = writeln!(
             o,

@@ -27,6 +27,10 @@ pub struct Report {
     pub committed_events: usize,
     pub committed_events_per_sec: f64,
     pub history_events: Option<usize>,
+    /// History events by type.
+    pub events_by_type: std::collections::BTreeMap<String, usize>,
+    /// Events per acknowledged MLLP message actually stored (sources mllp-server and transformer).
+    pub mllp_events_per_message_measured: Option<f64>,
     pub history: Option<HistoryCheck>,
     pub webhook: WebhookCheck,
     pub bad_signatures: u64,

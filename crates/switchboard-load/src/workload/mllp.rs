@@ -76,9 +76,16 @@ pub async fn run_connection(
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(4096);
     let mut broken = false;
-    for i in mine {
+    let end = schedule.start + schedule.duration;
+    let count = mine.len() as u64;
+    for (done, i) in mine.into_iter().enumerate() {
         let due = schedule.due(i);
         tokio::time::sleep_until(due).await;
+        if Instant::now() >= end {
+            // The window closed while this connection was still behind: the rest is never sent.
+            stats.unsent = count - done as u64;
+            break;
+        }
         stats.started(due, Instant::now());
         if broken {
             stats.record(due, Instant::now(), Err("connection lost".into()));

@@ -32,6 +32,8 @@ pub struct PathStats {
     /// Operations started later than due, beyond 10 ms.
     pub late_starts: u64,
     pub max_start_lag_ms: f64,
+    /// Operations still waiting to start when the schedule's window closed (backpressure): never sent.
+    pub unsent: u64,
     pub first_due: Option<Instant>,
     pub last_done: Option<Instant>,
 }
@@ -63,6 +65,7 @@ impl PathStats {
             *self.errors.entry(k).or_default() += v;
         }
         self.late_starts += other.late_starts;
+        self.unsent += other.unsent;
         self.max_start_lag_ms = self.max_start_lag_ms.max(other.max_start_lag_ms);
         self.first_due = match (self.first_due, other.first_due) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -88,7 +91,9 @@ pub struct PathReport {
     pub latency: crate::stats::Summary,
     pub late_starts: u64,
     pub max_start_lag_ms: f64,
-    /// Whether the path kept its schedule: every operation acknowledged and none started over 1 s late.
+    /// Operations not sent because the window closed while they waited for room (backpressure).
+    pub unsent: u64,
+    /// Whether the path kept its schedule: every operation sent and acknowledged, none started over 1 s late.
     pub kept_schedule: bool,
 }
 
@@ -106,23 +111,30 @@ impl PathReport {
             latency: stats.latency.summary(),
             late_starts: stats.late_starts,
             max_start_lag_ms: stats.max_start_lag_ms,
-            kept_schedule: stats.acked.len() as u64 == scheduled && stats.max_start_lag_ms < 1000.0,
+            unsent: stats.unsent,
+            kept_schedule: stats.acked.len() as u64 == scheduled
+                && stats.unsent == 0
+                && stats.max_start_lag_ms < 1000.0,
         }
     }
 }
 
-/// Runs `op` on `schedule`, at most `max_in_flight` at once, and returns what happened.
+/// Runs `op` on `schedule`, at most `max_in_flight` at once, and returns what happened. Operations that could
+/// not start before the window (`start + duration`) closed are counted as unsent, so an overloaded server does
+/// not stretch the run.
 pub async fn run_paced(schedule: Schedule, max_in_flight: usize, op: Operation) -> PathStats {
     let stats = Arc::new(Mutex::new(PathStats::default()));
     let permits = Arc::new(Semaphore::new(max_in_flight.max(1)));
     let total = schedule.total();
     let mut tasks = tokio::task::JoinSet::new();
+    let end = schedule.start + schedule.duration;
     let mut i = 0;
-    while i < total {
+    'pacing: while i < total {
         let upto = schedule.due_by(Instant::now());
         while i < upto {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
+            let permit = match tokio::time::timeout_at(end, permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                _ => break 'pacing,
             };
             let due = schedule.due(i);
             if let Ok(mut s) = stats.lock() {
@@ -149,5 +161,6 @@ pub async fn run_paced(schedule: Schedule, max_in_flight: usize, op: Operation) 
     if let Ok(mut s) = stats.lock() {
         std::mem::swap(&mut out, &mut s);
     }
+    out.unsent = total - i;
     out
 }
