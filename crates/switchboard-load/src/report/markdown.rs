@@ -53,13 +53,14 @@ pub fn render(r: &Report) -> String {
         let errors: u64 = p.errors.values().sum();
         let _ = writeln!(
             o,
-            "| {} | {:.0} | {:.0} | {} / {} | {} | {} | {} (max start lag {}) |",
+            "| {} | {:.0} | {:.0} | {} / {} | {}, {} unsent | {} | {} (max start lag {}) |",
             p.path,
             p.offered_per_sec,
             p.achieved_per_sec,
             p.acked,
             p.scheduled,
             errors,
+            p.unsent,
             lat(&p.latency),
             if p.kept_schedule { "yes" } else { "no" },
             ms(p.max_start_lag_ms)
