@@ -363,6 +363,7 @@ async fn drain(
     let mut redrives = 0;
     let mut first_redrive = None;
     let mut last_redrive: Option<Instant> = None;
+    let mut last_redrive_micros: Option<i64> = None;
     loop {
         let snapshot = receiver.snapshot();
         let missing: Vec<&String> = expected
@@ -372,10 +373,13 @@ async fn drain(
         if missing.is_empty() || Instant::now() > deadline {
             return (redrives, first_redrive);
         }
+        // Dead: every attempt of its current cycle (since the last redrive) failed.
+        let since = last_redrive_micros.unwrap_or(i64::MIN);
         let all_dead = missing.iter().all(|id| {
-            snapshot
-                .get(*id)
-                .is_some_and(|d| d.attempts.len() > retry.max_attempts as usize)
+            snapshot.get(*id).is_some_and(|d| {
+                d.attempts.iter().filter(|a| a.at_micros > since).count()
+                    > retry.max_attempts as usize
+            })
         });
         let waited = last_redrive.is_none_or(|t| t.elapsed() > Duration::from_secs(15));
         if all_dead && waited {
@@ -385,7 +389,9 @@ async fn drain(
             );
             if target.redrive(key, subscription).await.is_ok() {
                 redrives += 1;
-                first_redrive.get_or_insert(now_micros());
+                let now = now_micros();
+                first_redrive.get_or_insert(now);
+                last_redrive_micros = Some(now);
                 last_redrive = Some(Instant::now());
             }
         }
