@@ -19,7 +19,7 @@
 # also enforces rules a schema cannot state (an admin key must name the org, event types come from a registry, the
 # FHIR resource type must exist, `format` applies to the export only). Those answers are precise 4xx errors.
 #
-# Environment: SCHEMATHESIS_SEED=<n> repeats a run; API_FUZZ_KEEP=1 keeps the temp dir (database, server log,
+# Environment: SWITCHBOARD_BIN=<path> uses that binary instead of building release; SCHEMATHESIS_SEED=<n> repeats a run; API_FUZZ_KEEP=1 keeps the temp dir (database, server log,
 # reports).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,8 +38,14 @@ if ! command -v schemathesis >/dev/null 2>&1; then
 fi
 echo "== $(schemathesis --version)"
 
-echo "== building the release binary"
-cargo build --release -q -p switchboard
+# SWITCHBOARD_BIN names an already built binary (CI passes its debug build); otherwise build release.
+if [ -n "${SWITCHBOARD_BIN:-}" ]; then
+  bin="$SWITCHBOARD_BIN"
+else
+  echo "== building the release binary"
+  cargo build --release -q -p switchboard
+  bin="${CARGO_TARGET_DIR:-target}/release/switchboard"
+fi
 
 tmp=$(mktemp -d)
 free_port() {
@@ -56,7 +62,7 @@ SWITCHBOARD_ADMIN_TOKEN="$admin" \
   SWITCHBOARD_MLLP_ADDR="127.0.0.1:$mllp_port" \
   SWITCHBOARD_WEBHOOKS_ENABLED=false \
   RUST_LOG="${RUST_LOG:-info}" \
-  target/release/switchboard serve >"$tmp/server.log" 2>&1 &
+  "$bin" serve >"$tmp/server.log" 2>&1 &
 server=$!
 
 cleanup() {

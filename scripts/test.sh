@@ -33,3 +33,7 @@ if command -v psql >/dev/null; then
     | PGOPTIONS="-c client_min_messages=warning" psql "$SWITCHBOARD_TEST_PG_URL" -q >/dev/null
 fi
 SWITCHBOARD_TEST_BACKEND=postgres cargo test -p switchboard --test api
+
+# Bad input: schemathesis against the OpenAPI document (a bounded run), on the debug binary the tests just built.
+echo "== API fuzzing (quick)"
+SWITCHBOARD_BIN="${CARGO_TARGET_DIR:-target}/debug/switchboard" scripts/api-fuzz.sh --quick
