@@ -150,7 +150,7 @@ async fn history_latency(store: &DynStore, start: i64, span: i64, queries: usize
         let from = start + (seed >> 8) as i64 % (span - hour).max(1);
         let query = EventQuery {
             org_id: Some(format!("org-{org}")),
-            event_types: if seed % 2 == 0 {
+            event_types: if seed.is_multiple_of(2) {
                 vec![Pattern::parse("hl7.*").expect("pattern")]
             } else {
                 Vec::new()

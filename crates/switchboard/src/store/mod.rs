@@ -55,6 +55,19 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// A resource write the store turned down (the event is not stored, the rest of its batch is).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotFound
+                | StoreError::Gone(_)
+                | StoreError::PreconditionFailed(_)
+                | StoreError::Conflict(_)
+        )
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Identifies a commit that may not be durable yet (a position in the backend's commit order).

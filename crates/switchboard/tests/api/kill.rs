@@ -15,6 +15,23 @@ pub struct Server {
     pub mllp: String,
 }
 
+impl Server {
+    /// Creates an API key for `org` with the admin token and returns the key.
+    pub async fn org_key(&self, admin: &str, org: &str) -> String {
+        let created: Value = Client::new()
+            .post(format!("{}/api/keys", self.base))
+            .bearer_auth(admin)
+            .json(&json!({"orgId": org, "name": format!("{org} key")}))
+            .send()
+            .await
+            .expect("key")
+            .json()
+            .await
+            .expect("json");
+        created["key"].as_str().expect("key").to_string()
+    }
+}
+
 /// Starts the real binary on a free port with the given database and admin token.
 pub async fn start_server(db_url: &str, admin: &str, extra_env: &[(&str, &str)]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -67,17 +84,7 @@ async fn kill_9_loses_nothing_that_was_acknowledged() {
     let admin = switchboard::auth::generate_key();
     let mut server = start_server(&db_url, &admin, &[]).await;
     let client = Client::new();
-    let key: Value = client
-        .post(format!("{}/api/keys", server.base))
-        .bearer_auth(&admin)
-        .json(&json!({"orgId": "org-kill", "name": "kill test"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
-    let key = key["key"].as_str().expect("key").to_string();
+    let key = server.org_key(&admin, "org-kill").await;
 
     let acked: Arc<Mutex<HashMap<String, (usize, usize)>>> = Arc::default();
     let emitters: Vec<_> = (0..32)

@@ -334,17 +334,7 @@ async fn kill_9_of_one_instance_under_load_the_other_finishes_its_deliveries() {
     })
     .await;
     let client = reqwest::Client::new();
-    let key: Value = client
-        .post(format!("{}/api/keys", a.base))
-        .bearer_auth(&admin)
-        .json(&json!({"orgId": "org-kill", "name": "kill"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
-    let key = key["key"].as_str().expect("key").to_string();
+    let key = a.org_key(&admin, "org-kill").await;
     let r = client
         .post(format!("{}/api/webhooks", a.base))
         .bearer_auth(&key)

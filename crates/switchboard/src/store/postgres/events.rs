@@ -74,12 +74,7 @@ pub(super) async fn append(
         if let Some(write) = event.write.take() {
             match fhir::apply_write(&tx, &mut event, *write).await {
                 Ok(()) => {}
-                Err(
-                    refusal @ (StoreError::NotFound
-                    | StoreError::Gone(_)
-                    | StoreError::PreconditionFailed(_)
-                    | StoreError::Conflict(_)),
-                ) => {
+                Err(refusal) if refusal.is_refusal() => {
                     results.push(Appended::Refused(refusal));
                     continue;
                 }

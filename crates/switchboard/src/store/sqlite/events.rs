@@ -63,12 +63,7 @@ fn append_routed(
             if let Some(write) = event.write.take() {
                 match super::fhir::apply_write(&tx, &mut event, *write) {
                     Ok(()) => {}
-                    Err(
-                        refusal @ (StoreError::NotFound
-                        | StoreError::Gone(_)
-                        | StoreError::PreconditionFailed(_)
-                        | StoreError::Conflict(_)),
-                    ) => {
+                    Err(refusal) if refusal.is_refusal() => {
                         results.push(Appended::Refused(refusal));
                         continue;
                     }

@@ -4,7 +4,7 @@
 use super::{adt, Peer};
 use crate::kill::start_server;
 use reqwest::Client;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,22 +57,13 @@ async fn kill_9_loses_no_acknowledged_hl7_message() {
 
     let mut server = start_server(&db_url, &admin, &env).await;
     let client = Client::new();
-    let key: Value = client
-        .post(format!("{}/api/keys", server.base))
-        .bearer_auth(&admin)
-        .json(&json!({"orgId": "org-mllp-kill", "name": "kill"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
+    let key = server.org_key(&admin, "org-mllp-kill").await;
     let export = client
         .get(format!(
             "{}/api/events/export?format=ndjson&eventType=hl7.received",
             server.base
         ))
-        .bearer_auth(key["key"].as_str().expect("key"))
+        .bearer_auth(&key)
         .send()
         .await
         .expect("export")

@@ -34,17 +34,7 @@ async fn kill_9_with_pending_deliveries_loses_none() {
     ];
     let mut server = start_server(&db_url, &admin, &env).await;
     let client = Client::new();
-    let key: Value = client
-        .post(format!("{}/api/keys", server.base))
-        .bearer_auth(&admin)
-        .json(&json!({"orgId": "org-kill", "name": "kill"}))
-        .send()
-        .await
-        .expect("key")
-        .json()
-        .await
-        .expect("json");
-    let key = key["key"].as_str().expect("key").to_string();
+    let key = server.org_key(&admin, "org-kill").await;
     let r = client
         .post(format!("{}/api/webhooks", server.base))
         .bearer_auth(&key)
