@@ -225,6 +225,9 @@ pub struct ClaimedDelivery {
     pub event: Option<Arc<Event>>,
     /// Claimed at birth (handed over from memory) rather than from the store.
     pub fresh: bool,
+    /// When the claim ends: from then on the row is due again and any worker may claim it, so no attempt may
+    /// start that could still run then.
+    pub lease_until: Timestamp,
 }
 
 /// The claim of one subscription: what was taken, and when its next open delivery is due (when it is not now).

@@ -163,6 +163,11 @@ impl DeliveryClient {
         Ok(DeliveryClient { http, timeout })
     }
 
+    /// How long one attempt may take at most.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// POSTs `body` with `headers` (plus `Content-Type` and `User-Agent`) and reads the start of the answer.
     pub async fn post(
         &self,

@@ -56,6 +56,9 @@ struct Finished {
     update: DeliveryUpdate,
     /// Microseconds from the event's commit to the receiver's 2xx.
     latency_us: Option<i64>,
+    /// False for a claim that ran out before its attempt could start: the row is due again by itself (and may be
+    /// claimed by another worker already), so nothing is written.
+    write: bool,
 }
 
 pub struct Engine {
@@ -253,6 +256,7 @@ impl Engine {
             fresh: delivery.fresh,
             update,
             latency_us,
+            write: true,
         }
     }
 
@@ -275,12 +279,26 @@ impl Engine {
                 deactivate: None,
             },
             latency_us: None,
+            write: true,
         }
+    }
+
+    /// A delivery whose lease would end before an attempt could finish: it is not sent (another worker may claim
+    /// it once the lease ends, and two attempts must not overlap); it is due again at the end of its lease.
+    fn expired(delivery: &ClaimedDelivery) -> Finished {
+        let mut finished = Self::release(delivery, delivery.lease_until);
+        finished.write = false;
+        metrics::counter!("switchboard_webhook_leases_expired_total").increment(1);
+        finished
     }
 
     /// Writes finished deliveries; returns true when a subscription was switched off.
     async fn record(&self, finished: &[Finished]) -> StoreResult<bool> {
-        let updates: Vec<DeliveryUpdate> = finished.iter().map(|f| f.update.clone()).collect();
+        let updates: Vec<DeliveryUpdate> = finished
+            .iter()
+            .filter(|f| f.write)
+            .map(|f| f.update.clone())
+            .collect();
         self.store.webhooks().record_deliveries(updates).await?;
         let mut deactivated = false;
         for f in finished {
@@ -738,6 +756,11 @@ async fn run_lane(
         };
         if stop.is_cancelled() {
             let _ = done.send(Engine::release(&delivery, Timestamp::now()));
+            continue;
+        }
+        let latest_start = delivery.lease_until.0 - engine.client.timeout().as_micros() as i64;
+        if Timestamp::now().0 >= latest_start {
+            let _ = done.send(Engine::expired(&delivery));
             continue;
         }
         let (engine, done) = (Arc::clone(&engine), done.clone());

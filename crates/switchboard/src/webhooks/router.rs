@@ -174,13 +174,14 @@ impl OutboxRouter for SubscriptionIndex {
                 entry.delivery_id,
                 events.get(entry.event_index),
             ) {
-                (Some(_), id, Some(event)) if id > 0 => claimed.push(ClaimedDelivery {
+                (Some(lease_until), id, Some(event)) if id > 0 => claimed.push(ClaimedDelivery {
                     id,
                     subscription_id: Arc::clone(&entry.subscription_id),
                     attempts: 0,
                     created_at: event.timestamp,
                     event: Some(Arc::clone(event)),
                     fresh: true,
+                    lease_until,
                 }),
                 (Some(_), _, _) => self.return_budget(&entry.subscription_id),
                 (None, id, _) if id > 0 => {

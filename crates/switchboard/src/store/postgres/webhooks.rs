@@ -176,6 +176,7 @@ async fn claim_lane<C: GenericClient>(
             created_at: Timestamp(row.try_get(16)?),
             fresh: false,
             event,
+            lease_until,
         });
     }
     let next_due = if deliveries.len() < request.max {

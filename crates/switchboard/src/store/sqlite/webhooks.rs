@@ -294,6 +294,7 @@ fn claim(
                             created_at: Timestamp(row.get(16)?),
                             fresh: false,
                             event,
+                            lease_until,
                         })
                     },
                 )?;

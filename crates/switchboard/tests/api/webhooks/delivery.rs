@@ -432,3 +432,42 @@ async fn a_slow_endpoint_does_not_hold_up_others() {
         "the slow endpoint holds at most its concurrency cap, got {held}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_that_outlives_its_lease_is_claimed_again_not_sent_twice() {
+    // One attempt at a time, 400 ms each: 16 deliveries need ~6.4 s, twice the 3 s lease (timeout 1 s).
+    let app = crate::helpers::spawn_app_with(|c| {
+        super::allow_local(c);
+        c.webhooks.lease_secs = 3;
+        c.webhooks.timeout_ms = 1000;
+        c.webhooks.per_subscription_concurrency = 1;
+        c.listeners.transformer = false;
+        c.listeners.task_creator = false;
+    })
+    .await;
+    let receiver = TestReceiver::start().await;
+    receiver.set(
+        "/slow",
+        Behaviour {
+            delay: Duration::from_millis(400),
+            ..Behaviour::status(200)
+        },
+    );
+    let key = app.org_key("org-lease").await;
+    subscribe(
+        &app,
+        &key,
+        json!({"name": "slow", "url": receiver.url("/slow"), "events": ["custom.**"]}),
+    )
+    .await;
+    for n in 0..16 {
+        publish_custom(&app, &key, "custom.backlog", json!({ "n": n })).await;
+    }
+    let received = receiver
+        .wait_for("/slow", 16, Duration::from_secs(30))
+        .await;
+    // Let any second claim of an expired lease play out before counting.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let received = receiver.received_on("/slow").len().max(received.len());
+    assert_eq!(received, 16, "each delivery sent once, none twice");
+}
