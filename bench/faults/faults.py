@@ -212,6 +212,8 @@ class Receiver:
         self.lock = threading.Lock()
         self.arrivals = collections.Counter()  # webhook-id -> verified requests
         self.answered = collections.Counter()  # webhook-id -> 2xx written back
+        self.last_answer = 0.0
+        self.first_arrival = {}  # webhook-id -> monotonic time of the first arrival
         self.bad_signatures = 0
         self.delay = 0.0
         self.httpd = None
@@ -260,6 +262,7 @@ class Receiver:
                 with rcv.lock:
                     rcv.arrivals[wid] += 1
                     rcv.last_arrival = time.monotonic()
+                    rcv.first_arrival.setdefault(wid, rcv.last_arrival)
                 delay = rcv.delay
                 if delay:
                     time.sleep(delay)
@@ -270,6 +273,7 @@ class Receiver:
                     self.wfile.flush()
                     with rcv.lock:
                         rcv.answered[wid] += 1
+                        rcv.last_answer = time.monotonic()
                 except OSError:
                     self.close_connection = True
 
@@ -333,6 +337,7 @@ class Load:
         self.lock = threading.Lock()
         self.issued = 0
         self.acked_http = {}  # token -> event id
+        self.acked_via = {}  # event id -> name of the server that answered
         self.acked_mllp = {}  # control id -> ack code
         self.replayed = 0  # 200 + Idempotent-Replayed (a retry of an event stored before a failure)
         self.errors = collections.Counter()
@@ -403,6 +408,7 @@ class Load:
                         ev = json.loads(raw)
                         with self.lock:
                             self.acked_http[token] = ev["id"]
+                            self.acked_via[ev["id"]] = srv.name
                             self.latencies.append((time.monotonic(), time.monotonic() - t0, "http"))
                             if r.status == 200:
                                 self.replayed += 1
@@ -569,13 +575,20 @@ def verify(server, key, load_list, receiver=None, sub=None, hooked=None, drain_t
         result.update({
             "hooked_acked": len(units), "hooked_acked_delivered": got_acked,
             "hooked_stored": len(want), "hooked_stored_delivered": got,
-            "undelivered": len(want) - got, "duplicates_delivered": receiver.duplicates(),
-            "bad_signatures": receiver.bad_signatures,
+            "undelivered": len(want) - got, "bad_signatures": receiver.bad_signatures,
         })
         if sub is not None:
+            # the hub records an attempt after the receiver's answer: wait until no delivery is open any more
+            while time.monotonic() - t0 < drain_timeout:
+                counts = delivery_counts(server, key, sub["id"])
+                if counts.get("pending") == 0 and counts.get("failed") == 0:
+                    break
+                time.sleep(0.5)
+            result["settle_s"] = round(time.monotonic() - t0, 1)
             result["deliveries_open_dead"] = delivery_counts(server, key, sub["id"])
             if result["deliveries_open_dead"].get("dead"):
                 ok = False
+        result["duplicates_delivered"] = receiver.duplicates()
         ok = ok and got == len(want) and receiver.bad_signatures == 0
     return ok
 
@@ -710,7 +723,7 @@ def scenario_slow(ctx, res):
         # baseline: publish latency with a fast receiver
         bg = Load([srv], key, 150, http_workers=3, mllp_workers=1, event_type="custom.faults.bg").start()
         t_base = time.monotonic()
-        time.sleep(4)
+        time.sleep(3)
         rcv.delay = 9.0
         t_slow = time.monotonic()
         hook = Load([srv], key, hooked_n / 3.0, http_workers=2, mllp_workers=0, event_type="custom.faults.hook",
@@ -728,7 +741,7 @@ def scenario_slow(ctx, res):
         ok = verify(srv, key, [bg, hook], rcv, sub, hooked=lambda e: e["eventType"] == "custom.faults.hook",
                     drain_timeout=120, result=r)
         t_done = time.monotonic()
-        r["deliveries_done_s_after_first_publish"] = round(rcv.last_arrival - t_slow, 1)
+        r["last_answer_s_after_slow_start"] = round(rcv.last_answer - t_slow, 1)
         dels = all_deliveries(srv, key, sub["id"])
         r["delivery_status"] = dict(collections.Counter(d["status"] for d in dels))
         r["attempts_histogram"] = dict(sorted(collections.Counter(d["attempts"] for d in dels).items()))
@@ -742,8 +755,6 @@ def scenario_slow(ctx, res):
         while time.monotonic() - t_done < 10 and sum(rcv.answered.values()) < sum(rcv.arrivals.values()):
             time.sleep(0.5)
         r["receiver_requests"] = sum(rcv.arrivals.values())
-        base99, slow99 = r["publish_latency_baseline"]["p99_ms"], r["publish_latency_slow_receiver"]["p99_ms"]
-        r["hub_unaffected"] = slow99 <= max(3 * base99, base99 + 50)
         ok = server_notes(r, [srv]) and ok and srv.alive()
         ok = ok and r["delivery_status"].get("succeeded", 0) == hooked_n
         srv.stop()
@@ -775,7 +786,8 @@ def scenario_disk_full(ctx, res):
         return None
     srv = rcv = None
     try:
-        srv = Server(ctx.binary, "disk_full", f"sqlite://{mnt}/sb.db", wd)
+        # attempts that could not be recorded while the disk was full are sent again after the lease
+        srv = Server(ctx.binary, "disk_full", f"sqlite://{mnt}/sb.db", wd, {"SWITCHBOARD_WEBHOOKS_LEASE_SECS": "15"})
         rcv = Receiver()
         rcv.start()
         srv.start()
@@ -951,6 +963,11 @@ def scenario_pg_two_instances(ctx, res):
         res["client_errors"] = load_errors([load])
         ok = verify(b, key, [load], rcv, sub, drain_timeout=90, result=res)
         res["last_delivery_s_after_kill"] = round(rcv.last_arrival - t_kill, 1)
+        # events A acknowledged whose first delivery came only after the kill: B took them over
+        late = [rcv.first_arrival[i] - t_kill for i, via in load.acked_via.items()
+                if via == a.name and rcv.first_arrival.get(i, 0) > t_kill]
+        res["a_acked_http_delivered_after_kill"] = len(late)
+        res["a_taken_over_after_s"] = {"min": round(min(late), 1), "max": round(max(late), 1)} if late else None
         ok = server_notes(res, [a, b]) and ok and b.alive()
         b.stop()
         return ok
