@@ -709,8 +709,8 @@ def scenario_receiver_down(ctx, res):
 
 def scenario_slow(ctx, res):
     """The receiver answers after 9 s. Run once with the attempt timeout above 9 s and once below it."""
-    hooked_n = 20 if ctx.quick else 150
-    slow_phase = 10 if ctx.quick else 40
+    hooked_n = 15 if ctx.quick else 150
+    slow_phase = 8 if ctx.quick else 40
     runs = {}
     ok_all = True
     for label, timeout_ms in (("timeout_12s", 12000), ("timeout_5s", 5000)):
@@ -941,7 +941,7 @@ def scenario_pg_restart(ctx, res):
         res["status"] = "SKIP"
         res["notes"] = ["no local PostgreSQL cluster"]
         return None
-    down, after, rounds = (3, 8, 1) if ctx.quick else (8, 20, 2)
+    down, after, rounds = (3, 5, 1) if ctx.quick else (8, 20, 2)
     schema = "faults_" + "".join(random.choices(string.ascii_lowercase, k=10))
     url = f"{PG_BASE}?schema={schema}&connect_timeout=2"
     wd = ctx.workdir("pg_restart")
