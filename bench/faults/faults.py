@@ -640,13 +640,15 @@ def scenario_kill(ctx, res):
     key, sub = setup_org(srv, rcv)
     load = Load([srv], key, rate).start()
     res["params"] = {"interval_s": interval, "duration_s": duration, "rate": rate, "backend": "sqlite"}
-    kills, ready, recovery = 0, [], []
-    for _ in range(duration // interval):
-        time.sleep(interval)
+    kills, ready, recovery, wal_at_kill = 0, [], [], []
+    t_start = time.monotonic()
+    for k in range(1, duration // interval + 1):
+        time.sleep(max(0.0, t_start + k * interval - time.monotonic()))  # kills at fixed times, not after restarts
         before = load.acked()
         srv.kill9()
         kills += 1
         t_kill = time.monotonic()
+        wal_at_kill.append(round(os.path.getsize(f"{wd}/sb.db-wal") / 2**20) if os.path.exists(f"{wd}/sb.db-wal") else 0)
         ready.append(srv.start())
         t_ack = None
         while time.monotonic() - t_kill < 30:
@@ -655,10 +657,13 @@ def scenario_kill(ctx, res):
                 break
             time.sleep(0.05)
         recovery.append(round((t_ack or time.monotonic()) - t_kill, 2))
-        log(f"  kill #{kills}: {before} acked before; ready after {ready[-1]:.2f}s, first ack after {recovery[-1]}s")
+        log(f"  kill #{kills}: {before} acked before; WAL {wal_at_kill[-1]} MiB; ready after {ready[-1]:.2f}s, "
+            f"first ack after {recovery[-1]}s")
     time.sleep(3)
     load.stop()
     res["kills"] = kills
+    res["wal_mib_at_kill"] = wal_at_kill
+    res["restart_ready_each_s"] = [round(x, 2) for x in ready]
     res["restart_ready_s"] = {"max": round(max(ready), 2), "mean": round(sum(ready) / len(ready), 2)}
     res["recovery_first_ack_s"] = {"max": max(recovery), "mean": round(sum(recovery) / len(recovery), 2)}
     res["client_errors"] = load_errors([load])
