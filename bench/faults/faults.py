@@ -966,6 +966,10 @@ def scenario_pg_restart(ctx, res):
             t_stopped = time.monotonic()
             log(f"  PostgreSQL stopped ({r.returncode}) in {t_stopped - t0:.1f}s; {load.acked()} acked so far")
             time.sleep(down)
+            try:
+                res.setdefault("ready_while_pg_down", []).append(request(srv.base, "GET", "/health/ready", timeout=10)[0])
+            except OSError as e:
+                res.setdefault("ready_while_pg_down", []).append(type(e).__name__)
             r = pg_cluster("start")
             t_up = time.monotonic()
             outages.append(round(t_up - t0, 1))
