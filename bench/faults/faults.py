@@ -1061,7 +1061,7 @@ SCENARIOS = [
     ("kill9", "kill -9 every 20 s (quick 10 s) under load, SQLite", scenario_kill),
     ("receiver_down", "webhook receiver refuses connections, then returns", scenario_receiver_down),
     ("slow_receiver", "receiver answers after 9 s; attempt timeout 12 s / 5 s", scenario_slow),
-    ("disk_full", "SQLite on a full 64 MiB ext4, then space freed", scenario_disk_full),
+    ("disk_full", "SQLite on a full loop-mounted ext4 (kept full), then space freed", scenario_disk_full),
     ("pg_restart", "PostgreSQL stopped and started under load", scenario_pg_restart),
     ("pg_two_instances", "two instances on PostgreSQL, one killed -9", scenario_pg_two_instances),
 ]
