@@ -1014,8 +1014,8 @@ def scenario_pg_two_instances(ctx, res):
     a = Server(ctx.binary, "pg_two_a", url, wd, env)
     b = Server(ctx.binary, "pg_two_b", url, wd, env)
     rcv = Receiver()
-    rcv.delay = 0.3  # keeps deliveries in flight on both instances at the kill
-    res["params"] = {"lease_secs": 5, "timeout_ms": 3000, "rate": 300, "schema": schema, "receiver_delay_s": 0.3}
+    rcv.delay = 0.1  # keeps deliveries in flight on both instances at the kill (without a backlog: see repro_lease_duplicates.py)
+    res["params"] = {"lease_secs": 5, "timeout_ms": 3000, "rate": 300, "schema": schema, "receiver_delay_s": 0.1}
     try:
         rcv.start()
         a.start()
