@@ -950,9 +950,10 @@ def scenario_pg_restart(ctx, res):
     schema = "faults_" + "".join(random.choices(string.ascii_lowercase, k=10))
     url = f"{PG_BASE}?schema={schema}&connect_timeout=2"
     wd = ctx.workdir("pg_restart")
-    srv = Server(ctx.binary, "pg_restart", url, wd)
+    # attempts that could not be recorded while PostgreSQL was down are sent again after the lease
+    srv = Server(ctx.binary, "pg_restart", url, wd, {"SWITCHBOARD_WEBHOOKS_LEASE_SECS": "15"})
     rcv = Receiver()
-    res["params"] = {"down_s": down, "rounds": rounds, "rate": 300, "schema": schema}
+    res["params"] = {"down_s": down, "rounds": rounds, "rate": 300, "schema": schema, "lease_secs": 15}
     try:
         rcv.start()
         srv.start()
