@@ -39,6 +39,7 @@ from standardwebhooks.webhooks import Webhook
 ADMIN = "faults-admin-" + "".join(random.choices(string.ascii_lowercase, k=16))
 ORG = "faults"
 PG_BASE = os.environ.get("SWITCHBOARD_FAULTS_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
+LIVE = []  # servers and receivers of the running scenario, cleaned up after it whatever happened
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PG_CLUSTER = os.environ.get("SWITCHBOARD_FAULTS_PG_CLUSTER", "15 main").split()
 
@@ -115,7 +116,7 @@ class Server:
         self.env.update(env or {})
         self.proc = None
         self.starts = 0
-        self.unexpected_exits = []
+        LIVE.append(self)
 
     def start(self, timeout=60):
         """Starts the process and waits for /health/ready; returns the seconds it took."""
@@ -218,6 +219,7 @@ class Receiver:
         self.bad_signatures = 0
         self.delay = 0.0
         self.httpd = None
+        LIVE.append(self)
         self.conns = set()
         self.last_arrival = 0.0
 
@@ -1102,6 +1104,14 @@ def main():
             res["status"] = "FAIL"
             res["exception"] = f"{type(e).__name__}: {e}"
             traceback.print_exc()
+        while LIVE:
+            obj = LIVE.pop()
+            if isinstance(obj, Server):
+                if obj.alive():
+                    obj.proc.kill()
+                    obj.proc.wait()
+            else:
+                obj.stop()
         res["duration_s"] = round(time.monotonic() - t0, 1)
         log(f"   {res['status']} in {res['duration_s']}s: " + json.dumps(
             {k: v for k, v in res.items() if k not in ("name", "title", "runs")}, default=str))
