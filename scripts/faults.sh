@@ -4,7 +4,7 @@
 # event must be in the history and delivered. Builds the release binary first.
 #
 # Usage: scripts/faults.sh [--quick|--full] [--out results.json] [--only kill9,disk_full,...]
-#   --quick (default) about 4 minutes, meant for CI; --full is the long version (about 20 minutes).
+#   --quick (default) about 4 minutes, meant for CI; --full is the long version (about 13 minutes).
 # Needs root (the disk-full scenario loop-mounts a small ext4 image) and, for the PostgreSQL scenarios, the local
 # cluster `pg_ctlcluster 15 main` (override: SWITCHBOARD_FAULTS_PG_CLUSTER, SWITCHBOARD_FAULTS_PG_URL). The
 # PostgreSQL scenario stops and starts that cluster.

@@ -1078,7 +1078,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="short version for CI (under 4 minutes)")
-    mode.add_argument("--full", action="store_true", help="the long version (about 20 minutes)")
+    mode.add_argument("--full", action="store_true", help="the long version (about 13 minutes)")
     p.add_argument("--binary", default="target/release/switchboard")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--only", default=None, help="comma-separated scenario names")
