@@ -15,6 +15,7 @@ Usage: bench/faults/repro_lease_duplicates.py [--binary target/release/switchboa
 """
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -51,4 +52,5 @@ print(f"{args.events} events, lease {args.lease}s, receiver {args.delay}s per re
       f"{dups} duplicates, delivered in {time.monotonic() - t0:.0f}s")
 srv.stop()
 rcv.stop()
+shutil.rmtree(d, ignore_errors=True)
 sys.exit(1 if dups else 0)
