@@ -78,7 +78,14 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
@@ -93,6 +100,14 @@ impl From<StoreError> for ApiError {
                     StatusCode::INSUFFICIENT_STORAGE,
                     "storage_full",
                     "storage is full; nothing was written",
+                )
+            }
+            StoreError::Unavailable(msg) => {
+                tracing::error!(error = %msg, "database unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the database is unavailable; nothing was written, retry later",
                 )
             }
             other => ApiError::internal(other),

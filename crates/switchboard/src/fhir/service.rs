@@ -110,6 +110,11 @@ fn emit_error(err: EmitError, resource_type: &str, id: &str) -> FhirError {
             "transient",
             "storage is full; nothing was written",
         ),
+        EmitError::Store(StoreError::Unavailable(_)) => FhirError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            "the database is unavailable; nothing was written",
+        ),
         EmitError::Store(other) => FhirError::internal(other),
     }
 }

@@ -37,6 +37,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("storage is full: {0}")]
     Full(String),
+    /// The database cannot be reached right now (connection lost or refused, server shutting down): transient.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Database(String),
     #[error("migration failed: {0}")]

@@ -473,3 +473,59 @@ async fn tls_to_postgres_is_verified_against_the_given_root() {
         "a certificate no trusted root vouches for is refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_connection_is_answered_503_and_recovers() {
+    if !postgres_only("unavailable") {
+        return;
+    }
+    let name = format!("sbt_unavail_{}", std::process::id());
+    let url = format!("{}&application_name={name}", postgres_url());
+    let app = spawn_app_with(move |c| {
+        c.database.url = url;
+        quiet(c);
+    })
+    .await;
+    let key = app.org_key("org-unavail").await;
+    // Cut every connection this app holds, as a database restart would.
+    let (client, connection) = tokio_postgres::connect(
+        &std::env::var("SWITCHBOARD_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string()),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    tokio::spawn(connection);
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .await
+        .expect("terminate");
+    let mut unavailable = 0;
+    let mut stored = false;
+    for n in 0..20 {
+        let r = app
+            .publish(
+                &key,
+                &json!({"eventType": "custom.after.cut", "data": {"n": n}}),
+            )
+            .await;
+        match r.status().as_u16() {
+            201 => {
+                stored = true;
+                break;
+            }
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                let body: Value = r.json().await.expect("json");
+                assert_eq!(body["error"]["code"], "storage_unavailable");
+                unavailable += 1;
+            }
+            other => panic!("a lost connection must be a 503, not {other}"),
+        }
+    }
+    assert!(unavailable > 0, "the cut was noticed");
+    assert!(stored, "the pool reconnected and events are stored again");
+}

@@ -197,6 +197,22 @@ fn tls_connector(root_cert: Option<&str>) -> Result<MakeRustlsConnect, String> {
 impl From<tokio_postgres::Error> for StoreError {
     fn from(err: tokio_postgres::Error) -> Self {
         use tokio_postgres::error::SqlState;
+        let io_failure =
+            std::error::Error::source(&err).is_some_and(|source| source.is::<std::io::Error>());
+        let unavailable = err.is_closed()
+            || io_failure
+            || err.code().is_some_and(|code| {
+                code.code().starts_with("08")
+                    || [
+                        SqlState::ADMIN_SHUTDOWN,
+                        SqlState::CRASH_SHUTDOWN,
+                        SqlState::CANNOT_CONNECT_NOW,
+                    ]
+                    .contains(code)
+            });
+        if unavailable {
+            return StoreError::Unavailable(err.to_string());
+        }
         match err.code() {
             Some(code) if *code == SqlState::DISK_FULL => StoreError::Full(err.to_string()),
             Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
@@ -214,7 +230,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(err: deadpool_postgres::PoolError) -> Self {
         match err {
             deadpool_postgres::PoolError::Backend(err) => err.into(),
-            other => StoreError::Database(format!("connection pool: {other}")),
+            other => StoreError::Unavailable(format!("connection pool: {other}")),
         }
     }
 }
