@@ -23,6 +23,11 @@ const READER_POOL_MAX: usize = 8;
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// The writer checkpoints by itself only if the WAL grows past this many pages (the checkpointer fell behind).
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 262_144;
+/// Past this size the checkpointer truncates the WAL (a passive checkpoint never restarts it while commits keep
+/// coming, and it would grow without bound under steady load).
+const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
+/// How long a truncating checkpoint may wait for readers; writers wait for it meanwhile, so keep it short.
+const TRUNCATE_BUSY_MS: i64 = 100;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -40,20 +45,43 @@ impl Drop for SqliteStore {
 }
 
 /// Checkpoints run on their own connection and thread, so the fsync of the database file never sits in the
-/// writer's commit path (the writer only fsyncs the WAL). PASSIVE checkpoints never block the writer.
+/// writer's commit path (the writer only fsyncs the WAL). PASSIVE checkpoints never block the writer; once the WAL
+/// passes [`WAL_TRUNCATE_BYTES`] a TRUNCATE checkpoint (waiting at most [`TRUNCATE_BUSY_MS`] for readers) copies
+/// it into the database, fsyncs that, and empties the WAL.
 fn spawn_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -> StoreResult<()> {
     let conn = open_connection(&path)?;
+    let mut wal = path.clone().into_os_string();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(CHECKPOINT_INTERVAL);
-                if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES);
+                let result = if large {
+                    truncate_wal(&conn)
+                } else {
+                    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                };
+                if let Err(err) = result {
                     tracing::warn!(error = %err, "WAL checkpoint failed; will retry");
                 }
             }
         })
         .map_err(|e| StoreError::Database(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
+}
+
+/// Empties the WAL into the database unless readers keep it busy for longer than [`TRUNCATE_BUSY_MS`].
+fn truncate_wal(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "busy_timeout", TRUNCATE_BUSY_MS)?;
+    let busy: rusqlite::Result<i64> =
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0));
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    if busy? == 1 {
+        metrics::counter!("switchboard_wal_truncate_busy_total").increment(1);
+    }
     Ok(())
 }
 
