@@ -37,3 +37,9 @@ SWITCHBOARD_TEST_BACKEND=postgres cargo test -p switchboard --test api
 # Bad input: schemathesis against the OpenAPI document (a bounded run), on the debug binary the tests just built.
 echo "== API fuzzing (quick)"
 SWITCHBOARD_BIN="${CARGO_TARGET_DIR:-target}/debug/switchboard" scripts/api-fuzz.sh --quick
+
+# Faults: the quick fault suite (kill -9 under load, receiver down and slow, disk full on a loop-mounted image,
+# PostgreSQL stopped and started, two instances with one killed), on the debug binary. Needs root (the mount) and
+# restarts the local PostgreSQL cluster, so it runs last. The long version: scripts/faults.sh --full.
+echo "== fault suite (quick)"
+python3 bench/faults/faults.py --quick --binary "${CARGO_TARGET_DIR:-target}/debug/switchboard"
