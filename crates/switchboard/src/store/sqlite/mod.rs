@@ -23,9 +23,10 @@ const READER_POOL_MAX: usize = 8;
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// The writer checkpoints by itself only if the WAL grows past this many pages (the checkpointer fell behind).
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 262_144;
-/// Past this size the checkpointer truncates the WAL (a passive checkpoint never restarts it while commits keep
-/// coming, and it would grow without bound under steady load).
-const WAL_TRUNCATE_BYTES: u64 = 64 * 1024 * 1024;
+/// Past this size the checkpointer truncates the WAL. SQLite restarts the WAL by itself whenever a checkpoint caught
+/// up and no reader still uses it; under steady load with continuous readers that never happens and the WAL grew
+/// to GiBs. Truncating blocks writers for a few hundred milliseconds, so it is kept for that case only.
+const WAL_TRUNCATE_BYTES: u64 = 256 * 1024 * 1024;
 /// How long a truncating checkpoint may wait for readers; writers wait for it meanwhile, so keep it short.
 const TRUNCATE_BUSY_MS: i64 = 100;
 
@@ -75,6 +76,9 @@ fn spawn_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -
 
 /// Empties the WAL into the database unless readers keep it busy for longer than [`TRUNCATE_BUSY_MS`].
 fn truncate_wal(conn: &Connection) -> rusqlite::Result<()> {
+    // Copy (and fsync) what is there without blocking the writer first, so the truncating checkpoint, which
+    // writers wait for, has little left to do.
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
     conn.pragma_update(None, "busy_timeout", TRUNCATE_BUSY_MS)?;
     let busy: rusqlite::Result<i64> =
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0));
