@@ -52,6 +52,15 @@ fn quiet(c: &mut Config) {
     c.listeners.task_creator = false;
 }
 
+/// Publishes `{"eventType": event_type, "data": {"n": n}}`, expects 201, returns the stored event.
+async fn publish_n(app: &TestApp, key: &str, event_type: &str, n: usize) -> Value {
+    let r = app
+        .publish(key, &json!({"eventType": event_type, "data": {"n": n}}))
+        .await;
+    assert_eq!(r.status(), 201, "publish {event_type}");
+    r.json().await.expect("json")
+}
+
 fn custom(n: usize) -> NewEvent {
     NewEvent::with_json(
         EventType::parse("custom.multi").expect("type"),
@@ -170,14 +179,7 @@ async fn events_published_on_one_instance_reach_listeners_sse_and_socketio_on_th
 
     let mut published = Vec::new();
     for n in 0..5 {
-        let r = a
-            .publish(
-                &key,
-                &json!({"eventType": "custom.fan.out", "data": {"n": n}}),
-            )
-            .await;
-        assert_eq!(r.status(), 201);
-        published.push(r.json::<Value>().await.expect("json"));
+        published.push(publish_n(&a, &key, "custom.fan.out", n).await);
     }
     for event in &published {
         let message = sse.next().await;
@@ -216,11 +218,7 @@ async fn a_subscription_gets_each_event_once_whichever_instance_commits_it() {
     let mut ids = HashSet::new();
     for n in 0..40 {
         let app = if n % 2 == 0 { &a } else { &b };
-        let r = app
-            .publish(&key, &json!({"eventType": "custom.once", "data": {"n": n}}))
-            .await;
-        assert_eq!(r.status(), 201);
-        let body: Value = r.json().await.expect("json");
+        let body = publish_n(app, &key, "custom.once", n).await;
         ids.insert(body["id"].as_str().expect("id").to_string());
     }
     let received = receiver
@@ -249,13 +247,7 @@ async fn a_durable_listener_runs_on_one_instance_and_fails_over() {
     let key = a.org_key("org-audit").await;
     // Both run the audit logger; only the lease holder writes, so each event is audited once.
     for n in 0..10 {
-        let r = b
-            .publish(
-                &key,
-                &json!({"eventType": "custom.audited", "data": {"n": n}}),
-            )
-            .await;
-        assert_eq!(r.status(), 201);
+        publish_n(&b, &key, "custom.audited", n).await;
     }
     let audited = wait_for_audit(&a, 10).await;
     assert_eq!(audited, 10, "audited once each");
@@ -263,13 +255,7 @@ async fn a_durable_listener_runs_on_one_instance_and_fails_over() {
     // Stop A (it may hold the lease): B takes the listener over and audits what follows.
     a.stop().await;
     for n in 10..20 {
-        let r = b
-            .publish(
-                &key,
-                &json!({"eventType": "custom.audited", "data": {"n": n}}),
-            )
-            .await;
-        assert_eq!(r.status(), 201);
+        publish_n(&b, &key, "custom.audited", n).await;
     }
     assert_eq!(wait_for_audit(&b, 20).await, 20, "B took over the listener");
 }
@@ -474,58 +460,100 @@ async fn tls_to_postgres_is_verified_against_the_given_root() {
     );
 }
 
+/// A TCP proxy in front of PostgreSQL that the test can cut (close every connection, refuse new ones) and restore,
+/// as a network partition or a database restart would.
+struct CuttableProxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableProxy {
+    async fn start(target: &'static str) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
+            Default::default();
+        let (up_flag, tasks) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up_flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed at once
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                tasks.lock().expect("lock").push(task.abort_handle());
+            }
+        });
+        CuttableProxy {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self.connections.lock().expect("lock").drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_database_connection_is_answered_503_and_recovers() {
+async fn a_lost_database_is_answered_503_and_the_server_recovers() {
     if !postgres_only("unavailable") {
         return;
     }
-    let name = format!("sbt_unavail_{}", std::process::id());
-    let url = format!("{}&application_name={name}", postgres_url());
+    let proxy = CuttableProxy::start("127.0.0.1:5432").await;
+    let schema = format!("sbt_unavail_{}", uuid::Uuid::now_v7().simple());
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/test?schema={schema}&pool_size=4",
+        proxy.port
+    );
     let app = spawn_app_with(move |c| {
         c.database.url = url;
         quiet(c);
     })
     .await;
     let key = app.org_key("org-unavail").await;
-    // Cut every connection this app holds, as a database restart would.
-    let (client, connection) = tokio_postgres::connect(
-        &std::env::var("SWITCHBOARD_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string()),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("connect");
-    tokio::spawn(connection);
-    client
-        .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-            &[&name],
-        )
-        .await
-        .expect("terminate");
-    let mut unavailable = 0;
-    let mut stored = false;
-    for n in 0..20 {
+    publish_n(&app, &key, "custom.before.cut", 0).await;
+
+    proxy.cut();
+    for n in 0..3 {
         let r = app
             .publish(
                 &key,
-                &json!({"eventType": "custom.after.cut", "data": {"n": n}}),
+                &json!({"eventType": "custom.during.cut", "data": {"n": n}}),
             )
             .await;
-        match r.status().as_u16() {
-            201 => {
-                stored = true;
-                break;
-            }
-            503 => {
-                assert_eq!(r.headers()["retry-after"], "1");
-                let body: Value = r.json().await.expect("json");
-                assert_eq!(body["error"]["code"], "storage_unavailable");
-                unavailable += 1;
-            }
-            other => panic!("a lost connection must be a 503, not {other}"),
-        }
+        assert_eq!(r.status(), 503, "the database is unreachable");
+        assert_eq!(r.headers()["retry-after"], "1");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "storage_unavailable");
     }
-    assert!(unavailable > 0, "the cut was noticed");
-    assert!(stored, "the pool reconnected and events are stored again");
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app
+            .publish(&key, &json!({"eventType": "custom.after.cut", "data": {}}))
+            .await;
+        if r.status() == 201 {
+            break;
+        }
+        assert_eq!(r.status(), 503, "only 503 until the database is back");
+        assert!(Instant::now() < deadline, "the server recovers by itself");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
