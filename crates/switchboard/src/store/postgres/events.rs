@@ -141,6 +141,15 @@ pub(super) async fn append(
             .await?;
         let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
         let head_text = head.to_string();
+        if let Some(entry) = outbox
+            .iter()
+            .find(|e| !matches!(results.get(e.event_index), Some(Appended::New(_))))
+        {
+            return Err(StoreError::Database(format!(
+                "a webhook delivery was routed for event {} of the batch, which is not new",
+                entry.event_index
+            )));
+        }
         let inserted = insert_deliveries(&tx, &results, outbox);
         let event_params: [&(dyn ToSql + Sync); 14] = [
             &seqs,
@@ -190,10 +199,9 @@ async fn insert_deliveries(
     let mut due = Vec::with_capacity(outbox.len());
     let mut claimed = Vec::with_capacity(outbox.len());
     let mut created = Vec::with_capacity(outbox.len());
-    // The router only routes new events, so every entry has one.
+    // Every entry is for a new event (checked by the caller), so the ids come back one per entry.
     for entry in outbox {
         let Some(Appended::New(event)) = results.get(entry.event_index) else {
-            unreachable_entry(entry.event_index);
             continue;
         };
         subscriptions.push(&*entry.subscription_id);
@@ -230,13 +238,6 @@ async fn insert_deliveries(
         )
         .await?;
     Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
-}
-
-fn unreachable_entry(index: usize) {
-    tracing::error!(
-        index,
-        "a webhook delivery was routed for an event that is not new; skipped"
-    );
 }
 
 /// The first stored event of each `(org, idempotency key)` of the batch that is already in the log.

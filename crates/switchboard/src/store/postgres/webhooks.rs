@@ -4,7 +4,7 @@
 //! instances never take the same row) and moves their `due_at` to the end of the lease, so a crashed instance's
 //! claims become due again by themselves and another instance retries them.
 
-use super::events::{decode as decode_event, COLUMNS};
+use super::events::decode as decode_event;
 use super::PgStore;
 use crate::event::Timestamp;
 use crate::store::webhooks::{
@@ -19,6 +19,10 @@ use tokio_postgres::Row;
 
 /// The priorities the hub assigns (see `webhooks::priority_of`); claims take them in this order.
 const PRIORITIES: [i16; 4] = [1, 2, 3, 5];
+
+/// The event columns (in `events::COLUMNS` order) of a claim's join.
+const EVENT_COLUMNS: &str = "e.seq, e.id, e.ts, e.org_id, e.event_type, e.source, e.message_type, \
+    e.message_control_id, e.resource_type, e.resource_id, e.data, e.metadata, e.actor, e.idempotency_key";
 
 const SUB_COLUMNS: &str = "id, org_id, name, url, events, filters, secret, previous_secret, \
     previous_secret_until, active, retry_config, headers, rate_limit, disabled_reason, created_at, updated_at";
@@ -131,11 +135,6 @@ async fn claim_lane<C: GenericClient>(
     now: Timestamp,
     lease_until: Timestamp,
 ) -> StoreResult<ClaimedLane> {
-    let event_columns = COLUMNS
-        .split(", ")
-        .map(|c| format!("e.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = format!(
         "WITH picked AS ( \
            SELECT x.id, x.due_at, pr.n FROM UNNEST($2::int2[]) WITH ORDINALITY AS pr(p, n) \
@@ -145,7 +144,7 @@ async fn claim_lane<C: GenericClient>(
            ORDER BY pr.n, x.due_at LIMIT $4), \
          leased AS (UPDATE webhook_deliveries d SET due_at = $5, claimed_until = $5 FROM picked p \
            WHERE d.id = p.id RETURNING d.id, d.event_seq, d.attempts, d.created_at) \
-         SELECT {event_columns}, l.id, l.attempts, l.created_at FROM leased l JOIN picked p ON p.id = l.id \
+         SELECT {EVENT_COLUMNS}, l.id, l.attempts, l.created_at FROM leased l JOIN picked p ON p.id = l.id \
          LEFT JOIN events e ON e.seq = l.event_seq ORDER BY p.n, p.due_at"
     );
     let statement = tx.prepare_cached(&sql).await?;
