@@ -1,7 +1,8 @@
 //! Benchmark of the durable append path: `hub.emit` with 1 KB payloads on SQLite, every event fsynced before
 //! `emit` returns (the WAL is fsynced per group of commits, as `synchronous=FULL` would per commit).
 //!
-//! Run: `cargo bench -p switchboard --bench append` (add `-- --quick` for a short run).
+//! Run: `cargo bench -p switchboard --bench append` (add `-- --quick` for a short run, `-- --emitters N` for one
+//! concurrency only).
 //! Prints events/s for 1, 16, 256 and 1024 concurrent emitters, then p50/p99 emit latency at 10,000 events/s offered.
 
 use serde_json::value::RawValue;
@@ -107,12 +108,22 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         println!("durable append, 1 KB payloads, SQLite WAL, fsync before every acknowledgement, group commit");
-        let runs = [
+        let mut runs = vec![
             (1, if quick { 500 } else { 2_000 }),
             (16, 50_000),
             (256, if quick { 200_000 } else { 1_000_000 }),
             (1024, if quick { 200_000 } else { 1_000_000 }),
         ];
+        // `--emitters N` runs that one concurrency only.
+        let args: Vec<String> = std::env::args().collect();
+        if let Some(n) = args
+            .iter()
+            .position(|a| a == "--emitters")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            runs = vec![(n, if quick { 100_000 } else { 500_000 })];
+        }
         for (emitters, total) in runs {
             let rate = throughput(emitters, total).await;
             println!("  {emitters:>4} emitters: {rate:>10.0} events/s ({total} events)");

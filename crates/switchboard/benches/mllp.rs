@@ -102,6 +102,7 @@ async fn client(
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let stage_events = !std::env::args().any(|a| a == "--no-stage-events");
+    let transformer = std::env::args().any(|a| a == "--transformer");
     let connections: usize = arg("--connections")
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
@@ -119,6 +120,7 @@ fn main() {
         config.http.addr = "127.0.0.1:0".parse().expect("addr");
         config.mllp.addr = "127.0.0.1:0".parse().expect("addr");
         config.mllp.stage_events = stage_events;
+        config.listeners.transformer = transformer;
         config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
         config.auth.admin_token = switchboard::auth::generate_key();
         let app = Application::build(config).await.expect("build");
@@ -146,6 +148,7 @@ fn main() {
             all.extend(r.latencies);
             errors += r.errors;
         }
+        print_stage_times(&switchboard::app::metrics_handle().render());
         shutdown.cancel();
         server.await.expect("join").expect("app");
         all.sort();
@@ -170,4 +173,47 @@ fn main() {
             all.last().copied().unwrap_or_default()
         );
     });
+}
+
+/// Mean time per batch of the hub's stages, from the process's Prometheus metrics: where an ACK's latency goes.
+fn print_stage_times(rendered: &str) {
+    let value = |name: &str| -> f64 {
+        rendered
+            .lines()
+            .find(|l| l.starts_with(name) && (!l.contains('{') || l.contains("listener=")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    for (label, metric) in [
+        ("commit", "switchboard_commit_seconds"),
+        ("fsync", "switchboard_sync_seconds"),
+        (
+            "frame in -> ACK out (server)",
+            "switchboard_mllp_ack_seconds",
+        ),
+        (
+            "commit -> ACK out (server)",
+            "switchboard_mllp_commit_to_ack_seconds",
+        ),
+    ] {
+        let (sum, count) = (
+            value(&format!("{metric}_sum")),
+            value(&format!("{metric}_count")),
+        );
+        // (`count` is batches for the hub's stages and messages for the MLLP ones.)
+        if count > 0.0 {
+            println!(
+                "  {label}: {count:.0} batches, mean {:.2} ms",
+                sum / count * 1e3
+            );
+        }
+    }
+    let (sum, count) = (
+        value("switchboard_append_batch_size_sum"),
+        value("switchboard_append_batch_size_count"),
+    );
+    if count > 0.0 {
+        println!("  events per batch: mean {:.1}", sum / count);
+    }
 }

@@ -43,6 +43,13 @@ pub trait DurableHandler: Send + Sync + 'static {
         false
     }
 
+    /// The least time between two calls of `handle` while following the log from memory: batches committed
+    /// meanwhile are handed over together. For listeners that write to the store, fewer and larger transactions
+    /// (each commit rewrites the pages it touches); events reach the handler up to this much later.
+    fn min_interval(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// Handles matching events in `seq` order; `through` is the seq the cursor moves to on success.
     async fn handle(&self, events: &[Arc<Event>], through: i64) -> anyhow::Result<()>;
 }
@@ -61,6 +68,7 @@ pub fn spawn_durable(
         shutdown,
         cursor: 0,
         last_skip_save: std::time::Instant::now(),
+        last_call: std::time::Instant::now(),
     };
     tokio::spawn(runner.run())
 }
@@ -73,6 +81,8 @@ struct Runner {
     shutdown: CancellationToken,
     cursor: i64,
     last_skip_save: std::time::Instant,
+    /// When the handler last finished a group (for [`DurableHandler::min_interval`]).
+    last_call: std::time::Instant,
 }
 
 /// Adds the part of `batch` after `through` to `group`; false when the batch does not line up (a gap).
@@ -222,6 +232,19 @@ impl Runner {
                 Err(broadcast::error::RecvError::Lagged(_)) => false,
                 Err(broadcast::error::RecvError::Closed) => return Step::Stop,
             };
+            // Wait out the listener's interval only when nothing else is queued: with a backlog, waiting would
+            // only let the broadcast channel overflow.
+            let wait = self
+                .handler
+                .min_interval()
+                .saturating_sub(self.last_call.elapsed());
+            if level && !wait.is_zero() && self.batches.is_empty() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    // Hand over what is in hand before stopping.
+                    _ = self.shutdown.cancelled() => {}
+                }
+            }
             while level && group.len() < GROUP_MAX {
                 match self.batches.try_recv() {
                     Ok(batch) => level = absorb(&batch, &mut group, &mut through),
@@ -276,6 +299,7 @@ impl Runner {
             }
         }
         self.cursor = through;
+        self.last_call = std::time::Instant::now();
         metrics::gauge!("switchboard_listener_cursor", "listener" => name.clone())
             .set(through as f64);
         let lag = (self.hub.durable_head() - through).max(0);

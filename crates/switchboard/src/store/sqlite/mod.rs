@@ -100,9 +100,11 @@ impl SqliteStore {
                 })?;
             }
             let mut writer = open_connection(&path)?;
-            // Larger pages mean fewer WAL frames (one write and one checksum each) per event; it only takes
-            // effect when the database is created.
-            writer.pragma_update(None, "page_size", 16_384)?;
+            // Every commit appends a full copy of each page it touched to the WAL, and the hot pages (the table's
+            // last leaf, one leaf per index) are touched by every commit. 4 KiB pages (SQLite's default) wrote 30 %
+            // fewer bytes per event than 16 KiB ones and were faster at every batch size but the largest, where
+            // the disk's write bandwidth, not the frame count, is the limit. Takes effect when the file is created.
+            writer.pragma_update(None, "page_size", 4096)?;
             writer.pragma_update(None, "journal_mode", "WAL")?;
             // Commits on the writer do not fsync (NORMAL keeps the WAL consistent and syncs around checkpoints);
             // the syncer fsyncs the WAL before anything is acknowledged. See `syncer.rs`.
