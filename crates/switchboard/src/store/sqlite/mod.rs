@@ -29,6 +29,8 @@ const WRITER_AUTOCHECKPOINT_PAGES: i64 = 262_144;
 const WAL_TRUNCATE_BYTES: u64 = 256 * 1024 * 1024;
 /// How long a truncating checkpoint may wait for readers; writers wait for it meanwhile, so keep it short.
 const TRUNCATE_BUSY_MS: i64 = 100;
+/// Past this size the checkpointer finishes each round with the writer held off (see [`spawn_checkpointer`]).
+const WAL_RESTART_BYTES: u64 = 4 * 1024 * 1024;
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -45,11 +47,21 @@ impl Drop for SqliteStore {
     }
 }
 
-/// Checkpoints run on their own connection and thread, so the fsync of the database file never sits in the
-/// writer's commit path (the writer only fsyncs the WAL). PASSIVE checkpoints never block the writer; once the WAL
-/// passes [`WAL_TRUNCATE_BYTES`] a TRUNCATE checkpoint (waiting at most [`TRUNCATE_BUSY_MS`] for readers) copies
-/// it into the database, fsyncs that, and empties the WAL.
-fn spawn_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -> StoreResult<()> {
+/// Checkpoints run on their own connection and thread, so the fsync of the database file rarely sits in the
+/// writer's commit path (the writer only fsyncs the WAL). A PASSIVE checkpoint never blocks the writer, but under
+/// steady load it never catches up either: commits land while it copies, so SQLite never gets to restart the WAL,
+/// which then grew until the blocking TRUNCATE below (hundreds of milliseconds, every few seconds under heavy
+/// load). So once the WAL passes [`WAL_RESTART_BYTES`], each round copies what is there without blocking, then
+/// holds the writer off while a second PASSIVE pass copies the few frames committed meanwhile and fsyncs the
+/// database (a few milliseconds); with every frame copied, the next commit starts the WAL again from its
+/// beginning, overwriting pages the kernel already has instead of growing the file. If readers still hold old
+/// frames and the WAL passes [`WAL_TRUNCATE_BYTES`] anyway, a TRUNCATE checkpoint (waiting at most
+/// [`TRUNCATE_BUSY_MS`] for readers) copies it, fsyncs the database and empties the WAL.
+fn spawn_checkpointer(
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> StoreResult<()> {
     let conn = open_connection(&path)?;
     let mut wal = path.clone().into_os_string();
     wal.push("-wal");
@@ -59,9 +71,11 @@ fn spawn_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -
         .spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(CHECKPOINT_INTERVAL);
-                let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_BYTES);
-                let result = if large {
+                let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                let result = if size > WAL_TRUNCATE_BYTES {
                     truncate_wal(&conn)
+                } else if size > WAL_RESTART_BYTES {
+                    checkpoint_to_the_end(&conn, &writer)
                 } else {
                     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 };
@@ -72,6 +86,16 @@ fn spawn_checkpointer(path: PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -
         })
         .map_err(|e| StoreError::Database(format!("cannot start the checkpoint thread: {e}")))?;
     Ok(())
+}
+
+/// Copies every committed frame into the database: most of them beside the writer, the rest with it held off.
+fn checkpoint_to_the_end(conn: &Connection, writer: &Mutex<Connection>) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    // A poisoned lock means a writer panicked; the checkpoint does not touch its connection, so go on.
+    let _held = writer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
 /// Empties the WAL into the database unless readers keep it busy for longer than [`TRUNCATE_BUSY_MS`].
@@ -113,11 +137,16 @@ impl SqliteStore {
             writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
             apply_migrations(&mut writer)?;
             let checkpointer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            spawn_checkpointer(path.clone(), Arc::clone(&checkpointer_stop))?;
+            let writer = Arc::new(Mutex::new(writer));
+            spawn_checkpointer(
+                path.clone(),
+                Arc::clone(&writer),
+                Arc::clone(&checkpointer_stop),
+            )?;
             let syncer = Arc::new(syncer::WalSyncer::open(&path)?);
             Ok(SqliteStore {
                 path,
-                writer: Arc::new(Mutex::new(writer)),
+                writer,
                 readers: Arc::new(Mutex::new(Vec::new())),
                 checkpointer_stop,
                 syncer,
