@@ -11,6 +11,7 @@ mod mllp;
 mod multi_instance;
 mod openapi;
 mod realtime;
+mod sqlite_wal;
 mod store_conformance;
 mod transform;
 mod webhooks;
