@@ -3,7 +3,8 @@
 //! (unique MSH-10 per message) and wait for its ACK before sending the next.
 //!
 //! Run: `cargo bench -p switchboard --bench mllp` (add `-- --quick` for a short run, `-- --connections N`,
-//! `-- --secs N`, `-- --no-stage-events` to emit only `hl7.received` per message).
+//! `-- --secs N`, `-- --no-stage-events` to emit only `hl7.received` per message, `-- --transformer` to run the HL7 → FHIR
+//! transformer too and report how fast messages are transformed end to end).
 //! Prints ACKed messages/s and ACK latency percentiles as seen by the clients.
 
 use std::net::SocketAddr;
@@ -25,9 +26,12 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-/// The sample with `MSG00001` replaced by `id`, framed.
+/// The sample with `MSG00001` (MSH-10) and `12345` (the MRN in PID-3) replaced by `id`, framed: every message
+/// admits a different patient, as a real ADT feed does.
 fn framed(id: &str) -> Vec<u8> {
-    let text = String::from_utf8_lossy(SAMPLE).replace("MSG00001", id);
+    let text = String::from_utf8_lossy(SAMPLE)
+        .replace("MSG00001", id)
+        .replace("12345^^^HOSP^MR", &format!("{id}^^^HOSP^MR"));
     let mut out = Vec::with_capacity(text.len() + 3);
     encode_frame(text.as_bytes(), &mut out);
     out
@@ -35,6 +39,8 @@ fn framed(id: &str) -> Vec<u8> {
 
 struct ClientResult {
     latencies: Vec<Duration>,
+    /// Every `AA`, warm-up included.
+    acked: usize,
     errors: usize,
 }
 
@@ -46,6 +52,7 @@ async fn client(
 ) -> ClientResult {
     let mut result = ClientResult {
         latencies: Vec::with_capacity(200_000),
+        acked: 0,
         errors: 0,
     };
     let Ok(mut stream) = TcpStream::connect(addr).await else {
@@ -92,8 +99,11 @@ async fn client(
             .any(|w| w == expected.as_bytes())
         {
             result.errors += 1;
-        } else if measuring.load(Ordering::Relaxed) {
-            result.latencies.push(elapsed);
+        } else {
+            result.acked += 1;
+            if measuring.load(Ordering::Relaxed) {
+                result.latencies.push(elapsed);
+            }
         }
     }
     result
@@ -131,6 +141,7 @@ fn main() {
 
         let stop = Arc::new(AtomicBool::new(false));
         let measuring = Arc::new(AtomicBool::new(false));
+        let first_sent = Instant::now();
         let tasks: Vec<_> = (0..connections)
             .map(|c| tokio::spawn(client(addr, c, Arc::clone(&stop), Arc::clone(&measuring))))
             .collect();
@@ -143,11 +154,19 @@ fn main() {
         stop.store(true, Ordering::Relaxed);
         let mut all = Vec::new();
         let mut errors = 0;
+        let mut acked = 0;
         for t in tasks {
             let r = t.await.expect("client");
             all.extend(r.latencies);
             errors += r.errors;
+            acked += r.acked;
         }
+        let last_ack = Instant::now();
+        let transformed = if transformer {
+            Some(wait_for_transforms(&dir.path().join("bench.db"), acked).await)
+        } else {
+            None
+        };
         print_stage_times(&switchboard::app::metrics_handle().render());
         shutdown.cancel();
         server.await.expect("join").expect("app");
@@ -172,7 +191,42 @@ fn main() {
             pick(0.999),
             all.last().copied().unwrap_or_default()
         );
+        if let Some((done, at)) = transformed {
+            let span = at.duration_since(first_sent).as_secs_f64();
+            println!(
+                "  transformed (transform.completed): {done} of {acked} ACKed messages, the last {:.1} s after the last ACK: {:.0} messages/s end to end over {span:.1} s",
+                at.saturating_duration_since(last_ack).as_secs_f64(),
+                done as f64 / span
+            );
+        }
     });
+}
+
+/// Polls the log until it holds a `transform.completed` for each of `acked` messages (or a minute passes);
+/// returns how many there are and when the count was reached.
+async fn wait_for_transforms(db: &std::path::Path, acked: usize) -> (usize, Instant) {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the bench database");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Counted incrementally along seq, so each poll reads only the events committed since the last one.
+    let (mut done, mut after) = (0usize, 0i64);
+    loop {
+        let (found, last): (i64, Option<i64>) = conn
+            .query_row(
+                "SELECT COUNT(*) FILTER (WHERE event_type = 'transform.completed'), MAX(seq) FROM events \
+                 WHERE seq > ?1",
+                [after],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("count");
+        done += found as usize;
+        after = last.unwrap_or(after);
+        if done >= acked || Instant::now() >= deadline {
+            return (done, Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Mean time per batch of the hub's stages, from the process's Prometheus metrics: where an ACK's latency goes.
