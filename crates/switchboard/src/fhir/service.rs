@@ -70,6 +70,16 @@ pub fn check_target(resource_type: &str, id: Option<&str>) -> Result<(), FhirErr
 
 /// Writes a resource and its event durably; returns the committed event (its `data` is the stored resource).
 pub async fn write(hub: &Hub, request: WriteRequest<'_>) -> Result<Arc<Event>, FhirError> {
+    let (resource_type, id) = (request.resource_type, request.id);
+    let event = write_event(request)?;
+    hub.emit(event)
+        .await
+        .map_err(|e| emit_error(e, resource_type, id))
+}
+
+/// The event that carries a resource write, for a caller that emits it alongside others
+/// ([`Hub::emit_each`]); map an emit failure with [`emit_error`].
+pub fn write_event(request: WriteRequest<'_>) -> Result<NewEvent, FhirError> {
     let placeholder = match request.action {
         WriteAction::Delete => "fhir.deleted",
         _ => "fhir.created",
@@ -84,12 +94,11 @@ pub async fn write(hub: &Hub, request: WriteRequest<'_>) -> Result<Arc<Event>, F
         if_match: request.if_match,
         body: request.body,
     }));
-    hub.emit(event)
-        .await
-        .map_err(|e| emit_error(e, request.resource_type, request.id))
+    Ok(event)
 }
 
-fn emit_error(err: EmitError, resource_type: &str, id: &str) -> FhirError {
+/// What a failed resource write means to a FHIR client.
+pub fn emit_error(err: EmitError, resource_type: &str, id: &str) -> FhirError {
     match err {
         EmitError::Invalid(e) => FhirError::invalid(e.to_string()),
         EmitError::ShuttingDown => FhirError::new(

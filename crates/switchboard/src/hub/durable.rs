@@ -19,9 +19,12 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Events read per query when catching up from the log.
 const PAGE: usize = 512;
+/// Catching up, a group stops growing past this much event data.
+const GROUP_BYTES: usize = 16 * 1024 * 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// The most events handed to a handler at once when following from memory.
+/// The most events handed to a handler at once.
 const GROUP_MAX: usize = 4096;
 /// How often a running listener checks that it still holds its lease.
 const LEASE_CHECK: Duration = Duration::from_secs(2);
@@ -186,25 +189,34 @@ impl Runner {
         }
     }
 
-    /// Reads the log from the cursor until it is empty.
+    /// Reads the log from the cursor until it is empty. Pages are gathered into one group until it holds
+    /// [`GROUP_MAX`] matching events or [`GROUP_BYTES`] of their data: a listener that handles one type in seven
+    /// still gets large groups (and one cursor write per group) while it catches up.
     async fn catch_up(&mut self) -> anyhow::Result<()> {
         loop {
             // Never act on an event before it is durable: what lies above the durable head arrives by broadcast.
             let durable = self.hub.durable_head();
-            let page = self.hub.store().events_after(self.cursor, PAGE).await?;
-            let full_page = page.len() == PAGE;
-            let events: Vec<Arc<Event>> = page
-                .into_iter()
-                .filter(|e| e.seq <= durable)
-                .map(Arc::new)
-                .collect();
-            let Some(last) = events.last().map(|e| e.seq) else {
-                return Ok(());
-            };
-            if !self.deliver(&events, last).await {
+            let mut group = Vec::new();
+            let (mut through, mut bytes, mut more) = (self.cursor, 0usize, true);
+            while more && group.len() < GROUP_MAX && bytes < GROUP_BYTES {
+                let page = self.hub.store().events_after(through, PAGE).await?;
+                more = page.len() == PAGE;
+                for event in page {
+                    if event.seq > durable {
+                        more = false;
+                        break;
+                    }
+                    through = event.seq;
+                    if any_matches(&self.patterns, event.event_type.as_str()) {
+                        bytes += event.data.get().len();
+                        group.push(Arc::new(event));
+                    }
+                }
+            }
+            if through == self.cursor || !self.deliver(&group, through).await {
                 return Ok(());
             }
-            if !full_page || last >= durable {
+            if !more || through >= durable {
                 return Ok(());
             }
         }

@@ -81,6 +81,9 @@ pub(crate) struct Pending {
     reply: oneshot::Sender<Result<Emitted, StoreError>>,
 }
 
+/// The writer's answer to one queued event.
+type Answer = oneshot::Receiver<Result<Emitted, StoreError>>;
+
 /// Decides, for each batch the writer is about to commit, which webhook deliveries to write in the same
 /// transaction (the transactional outbox). It runs on the writer's path, so it must only read memory.
 pub trait OutboxRouter: Send + Sync + 'static {
@@ -205,16 +208,7 @@ impl Hub {
     /// Like [`Hub::emit`], and tells whether an idempotency key matched an earlier event.
     pub async fn publish(&self, event: NewEvent) -> Result<Emitted, EmitError> {
         event.validate(self.inner.config.max_event_bytes)?;
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .queue
-            .send(Pending { event, reply })
-            .await
-            .map_err(|_| EmitError::ShuttingDown)?;
-        match answer.await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(EmitError::ShuttingDown),
-        }
+        Self::answer(self.enqueue(event).await?).await
     }
 
     /// Emits several events in order and returns once all of them are committed (usually in one batch). A source
@@ -225,22 +219,51 @@ impl Hub {
         }
         let mut answers = Vec::with_capacity(events.len());
         for event in events {
-            let (reply, answer) = oneshot::channel();
-            self.inner
-                .queue
-                .send(Pending { event, reply })
-                .await
-                .map_err(|_| EmitError::ShuttingDown)?;
-            answers.push(answer);
+            answers.push(self.enqueue(event).await?);
         }
         let mut stored = Vec::with_capacity(answers.len());
         for answer in answers {
-            match answer.await {
-                Ok(result) => stored.push(result?.event),
-                Err(_) => return Err(EmitError::ShuttingDown),
-            }
+            stored.push(Self::answer(answer).await?.event);
         }
         Ok(stored)
+    }
+
+    /// Emits several events in order, usually in one batch, and tells what became of each: one may be refused (a
+    /// resource write's precondition, say) while the others commit.
+    pub async fn emit_each(&self, events: Vec<NewEvent>) -> Vec<Result<Arc<Event>, EmitError>> {
+        let mut answers = Vec::with_capacity(events.len());
+        for event in events {
+            let queued = match event.validate(self.inner.config.max_event_bytes) {
+                Ok(()) => self.enqueue(event).await,
+                Err(invalid) => Err(invalid.into()),
+            };
+            answers.push(queued);
+        }
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Ok(answer) => Self::answer(answer).await.map(|e| e.event),
+                Err(err) => Err(err),
+            });
+        }
+        results
+    }
+
+    async fn enqueue(&self, event: NewEvent) -> Result<Answer, EmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Pending { event, reply })
+            .await
+            .map_err(|_| EmitError::ShuttingDown)?;
+        Ok(answer)
+    }
+
+    async fn answer(answer: Answer) -> Result<Emitted, EmitError> {
+        match answer.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(EmitError::ShuttingDown),
+        }
     }
 
     /// Registers an in-process listener; dropping the returned [`Listener`] unsubscribes it.

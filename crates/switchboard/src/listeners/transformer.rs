@@ -9,10 +9,12 @@
 use crate::event::{Event, EventType, NewEvent, Pattern, Source, WriteAction};
 use crate::fhir::service::{self, WriteRequest};
 use crate::hub::{DurableHandler, Hub};
-use crate::transform::mapping::map_message;
+use crate::transform::mapping::{map_message, Mapped};
 use async_trait::async_trait;
 use futures::future::join_all;
+use serde::Deserialize;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 use switchboard_hl7::Message;
 
@@ -27,7 +29,7 @@ impl Transformer {
         Transformer { hub }
     }
 
-    async fn emit(&self, kind: &str, source_event: &Event, data: Value) -> anyhow::Result<()> {
+    fn event(&self, kind: &str, source_event: &Event, data: Value) -> anyhow::Result<NewEvent> {
         let mut event = NewEvent::with_json(
             EventType::parse(kind)?,
             source_event.org_id.as_str(),
@@ -37,77 +39,125 @@ impl Transformer {
         event.message_type = source_event.message_type.clone();
         event.message_control_id = source_event.message_control_id.clone();
         event.actor = Some(Self::NAME.into());
-        self.hub.emit(event).await?;
-        Ok(())
+        Ok(event)
     }
 
+    /// Two commit rounds per message: `transform.started` with the resource writes, then the outcome (which
+    /// depends on the writes). A message that does not map needs one.
     async fn transform(&self, event: &Event) -> anyhow::Result<()> {
-        let source = json!({ "eventId": event.id, "messageType": event.message_type });
-        self.emit("transform.started", event, source.clone())
-            .await?;
-        match self.write_resources(event).await {
+        let started = self.event(
+            "transform.started",
+            event,
+            json!({ "eventId": event.id, "messageType": event.message_type }),
+        )?;
+        let outcome = match map_received(event) {
+            Ok(mut mapped) => {
+                let mut batch = Vec::with_capacity(1 + mapped.len());
+                batch.push(started);
+                self.write_resources(event, &mut mapped, batch).await?
+            }
+            Err(reason) => {
+                let failed = self.failed(event, reason)?;
+                self.hub.emit_all(vec![started, failed]).await?;
+                return Ok(());
+            }
+        };
+        let outcome = match outcome {
             Ok(written) => {
                 metrics::counter!("switchboard_transform_total", "outcome" => "completed")
                     .increment(1);
-                self.emit(
+                self.event(
                     "transform.completed",
                     event,
                     json!({ "eventId": event.id, "resources": written }),
-                )
-                .await
+                )?
             }
-            Err(reason) => {
-                metrics::counter!("switchboard_transform_total", "outcome" => "failed")
-                    .increment(1);
-                tracing::info!(event_id = %event.id, %reason, "transform failed");
-                self.emit(
-                    "transform.failed",
-                    event,
-                    json!({ "eventId": event.id, "reason": reason }),
-                )
-                .await
-            }
-        }
+            Err(reason) => self.failed(event, reason)?,
+        };
+        self.hub.emit(outcome).await?;
+        Ok(())
     }
 
-    /// Maps and writes; an `Err` is the reason the message could not be transformed.
-    async fn write_resources(&self, event: &Event) -> Result<Vec<String>, String> {
-        let data: Value = serde_json::from_str(event.data.get())
-            .map_err(|e| format!("event data is not JSON: {e}"))?;
-        let raw = data
-            .get("raw")
-            .and_then(Value::as_str)
-            .ok_or("the hl7.received event carries no raw message (data.raw)")?;
-        let message =
-            Message::parse_str(raw).map_err(|e| format!("the message does not parse: {e}"))?;
-        let mapped = map_message(&event.org_id, &message).map_err(|e| e.to_string())?;
-        let writes = mapped.iter().map(|resource| {
-            service::write(
-                &self.hub,
-                WriteRequest {
-                    org_id: &event.org_id,
-                    source: Source::Transformer,
-                    actor: Some(Self::NAME.into()),
-                    resource_type: resource.resource_type,
-                    id: &resource.id,
-                    action: WriteAction::Upsert,
-                    if_match: None,
-                    body: Some(resource.body.clone()),
-                },
-            )
-        });
+    fn failed(&self, event: &Event, reason: String) -> anyhow::Result<NewEvent> {
+        metrics::counter!("switchboard_transform_total", "outcome" => "failed").increment(1);
+        tracing::info!(event_id = %event.id, %reason, "transform failed");
+        self.event(
+            "transform.failed",
+            event,
+            json!({ "eventId": event.id, "reason": reason }),
+        )
+    }
+
+    /// Emits `batch` (`transform.started`) followed by one write per resource. `Err` is a store failure of
+    /// `transform.started` (the group is retried); `Ok(Err)` the reason the resources could not be written.
+    async fn write_resources(
+        &self,
+        event: &Event,
+        mapped: &mut [Mapped],
+        mut batch: Vec<NewEvent>,
+    ) -> anyhow::Result<Result<Vec<String>, String>> {
+        let mut unwritable = None;
+        for resource in mapped.iter_mut() {
+            let body = std::mem::take(&mut resource.body);
+            let write = service::write_event(WriteRequest {
+                org_id: &event.org_id,
+                source: Source::Transformer,
+                actor: Some(Self::NAME.into()),
+                resource_type: resource.resource_type,
+                id: &resource.id,
+                action: WriteAction::Upsert,
+                if_match: None,
+                body: Some(body),
+            });
+            match write {
+                Ok(write) => batch.push(write),
+                Err(e) => {
+                    unwritable.get_or_insert_with(|| write_failure(resource, &e.diagnostics));
+                }
+            }
+        }
+        let mut results = self.hub.emit_each(batch).await.into_iter();
+        if let Some(Err(err)) = results.next() {
+            return Err(err.into());
+        }
+        if let Some(reason) = unwritable {
+            return Ok(Err(reason));
+        }
         let mut written = Vec::with_capacity(mapped.len());
-        for (resource, result) in mapped.iter().zip(join_all(writes).await) {
-            result.map_err(|e| {
-                format!(
-                    "writing {}/{} failed: {}",
-                    resource.resource_type, resource.id, e.diagnostics
-                )
-            })?;
+        for (resource, result) in mapped.iter().zip(results) {
+            if let Err(err) = result {
+                let e = service::emit_error(err, resource.resource_type, &resource.id);
+                return Ok(Err(write_failure(resource, &e.diagnostics)));
+            }
             written.push(format!("{}/{}", resource.resource_type, resource.id));
         }
-        Ok(written)
+        Ok(Ok(written))
     }
+}
+
+fn write_failure(resource: &Mapped, diagnostics: &str) -> String {
+    format!(
+        "writing {}/{} failed: {diagnostics}",
+        resource.resource_type, resource.id
+    )
+}
+
+/// The message in an `hl7.received` event's `data.raw`, mapped; `Err` is why it cannot be transformed. Only
+/// `raw` is decoded: the structured view beside it is skipped, not built.
+fn map_received(event: &Event) -> Result<Vec<Mapped>, String> {
+    #[derive(Deserialize)]
+    struct Received<'a> {
+        #[serde(borrow)]
+        raw: Option<Cow<'a, str>>,
+    }
+    let data: Received<'_> = serde_json::from_str(event.data.get())
+        .map_err(|e| format!("event data is not JSON: {e}"))?;
+    let raw = data
+        .raw
+        .ok_or("the hl7.received event carries no raw message (data.raw)")?;
+    let message =
+        Message::parse_str(&raw).map_err(|e| format!("the message does not parse: {e}"))?;
+    map_message(&event.org_id, &message).map_err(|e| e.to_string())
 }
 
 #[async_trait]

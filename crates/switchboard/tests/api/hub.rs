@@ -212,6 +212,7 @@ struct Recorder {
     name: &'static str,
     seen: Arc<Mutex<Vec<i64>>>,
     failures_left: AtomicUsize,
+    calls: AtomicUsize,
 }
 
 #[async_trait]
@@ -229,6 +230,7 @@ impl DurableHandler for Recorder {
             self.failures_left.fetch_sub(1, Ordering::SeqCst);
             anyhow::bail!("simulated failure");
         }
+        self.calls.fetch_add(1, Ordering::SeqCst);
         self.seen
             .lock()
             .expect("lock")
@@ -246,6 +248,7 @@ async fn durable_listener_resumes_from_its_cursor_after_restart() {
             name: "recorder",
             seen: Arc::clone(&seen),
             failures_left: AtomicUsize::new(failures),
+            calls: AtomicUsize::new(0),
         })
     };
     let wait_for = |count: usize| {
@@ -313,6 +316,54 @@ async fn durable_listener_resumes_from_its_cursor_after_restart() {
     hub.shutdown().await;
     stop.cancel();
     runner.await.expect("runner");
+}
+
+/// A listener that handles one type in eight and catches up from the log gets its events in large groups (one
+/// handler call and one cursor write per group), not one small group per page read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_catching_up_gets_its_events_in_large_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hub = Hub::start(open_store(&dir).await, HubConfig::default())
+        .await
+        .expect("hub");
+    let batch: Vec<NewEvent> = (0..4000)
+        .map(|n| {
+            let kind = if n % 8 == 0 {
+                "custom.wanted"
+            } else {
+                "custom.other"
+            };
+            event(kind, "org-a", n)
+        })
+        .collect();
+    for chunk in batch.chunks(500) {
+        hub.emit_all(chunk.to_vec()).await.expect("emit");
+    }
+    let recorder = Arc::new(Recorder {
+        name: "late",
+        seen: Arc::new(Mutex::new(Vec::new())),
+        failures_left: AtomicUsize::new(0),
+        calls: AtomicUsize::new(0),
+    });
+    let stop = CancellationToken::new();
+    let runner = spawn_durable(
+        &hub,
+        Arc::clone(&recorder) as Arc<dyn DurableHandler>,
+        stop.clone(),
+    );
+    for _ in 0..500 {
+        if recorder.seen.lock().expect("lock").len() >= 500 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let expected: Vec<i64> = (1..=4000).filter(|s| (s - 1) % 8 == 0).collect();
+    assert_eq!(*recorder.seen.lock().expect("lock"), expected);
+    // 4,000 events are eight pages of the log; the 500 wanted ones fit in one group.
+    assert_eq!(recorder.calls.load(Ordering::SeqCst), 1);
+    stop.cancel();
+    runner.await.expect("runner");
+    hub.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

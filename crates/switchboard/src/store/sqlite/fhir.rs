@@ -1,6 +1,6 @@
 //! FHIR resource statements: applying a resource write inside the append transaction, reads, and search.
 
-use crate::event::{Event, EventType, Timestamp};
+use crate::event::{Event, EventType, Timestamp, WriteAction};
 use crate::fhir::resource::plan_write;
 use crate::fhir::search::{Match, SearchQuery};
 use crate::store::{ResourcePage, ResourceWrite, StoreError, StoreResult, StoredResource};
@@ -21,7 +21,13 @@ pub(super) fn apply_write(
             "a resource write needs resourceType and resourceId".into(),
         ));
     };
-    let current = read_current(conn, &event.org_id, &resource_type, &id)?;
+    // Only a delete needs the current body (its event carries the last version); other writes need its version.
+    let current = if write.action == WriteAction::Delete {
+        read_current(conn, &event.org_id, &resource_type, &id)?
+    } else {
+        read_current_version(conn, &event.org_id, &resource_type, &id)?
+    };
+    let existed = current.is_some();
     let plan = plan_write(
         &resource_type,
         &id,
@@ -40,10 +46,12 @@ pub(super) fn apply_write(
          version = excluded.version, last_updated = excluded.last_updated, deleted = excluded.deleted",
     )?
     .execute(params![event.org_id, resource_type, id, plan.version, event.timestamp.0, plan.deleted])?;
-    conn.prepare_cached(
-        "DELETE FROM fhir_search WHERE org_id = ?1 AND resource_type = ?2 AND id = ?3",
-    )?
-    .execute(params![event.org_id, resource_type, id])?;
+    if existed {
+        conn.prepare_cached(
+            "DELETE FROM fhir_search WHERE org_id = ?1 AND resource_type = ?2 AND id = ?3",
+        )?
+        .execute(params![event.org_id, resource_type, id])?;
+    }
     let mut index = conn.prepare_cached(
         "INSERT OR IGNORE INTO fhir_search (org_id, resource_type, param, value, id) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -83,6 +91,22 @@ pub(super) fn read_current(
             "SELECT c.version, c.last_updated, c.deleted, r.body FROM fhir_current c JOIN fhir_resources r \
              ON r.org_id = c.org_id AND r.resource_type = c.resource_type AND r.id = c.id AND r.version = c.version \
              WHERE c.org_id = ?1 AND c.resource_type = ?2 AND c.id = ?3",
+        )?
+        .query_row(params![org, resource_type, id], decode)
+        .optional()?)
+}
+
+/// The current version of a resource without its body (`body` is empty).
+fn read_current_version(
+    conn: &Connection,
+    org: &str,
+    resource_type: &str,
+    id: &str,
+) -> StoreResult<Option<StoredResource>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT version, last_updated, deleted, '' FROM fhir_current \
+             WHERE org_id = ?1 AND resource_type = ?2 AND id = ?3",
         )?
         .query_row(params![org, resource_type, id], decode)
         .optional()?)
