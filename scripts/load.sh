@@ -4,7 +4,10 @@
 # SSE and Socket.IO clients), then runs the paths both implement (POST /api/events + webhooks) against Switchboard
 # and against the seed's design (bench/baseline: EventEmitter2 + Bull on the local Redis) and prints the ratio.
 #
-# Usage: scripts/load.sh [--duration 60] [--rate 10000] [--skip-baseline] [-- extra switchboard-load run args]
+# Usage: scripts/load.sh [--duration 60] [--rate 10000] [--skip-baseline] [--postgres URL]
+#                        [-- extra switchboard-load run args]
+# --postgres runs Switchboard on that PostgreSQL (each run in a schema of its own, dropped afterwards) instead of
+# a fresh SQLite file.
 # Needs: cargo, node + npm, a Redis on 127.0.0.1:6379 (baseline only). Reports go to target/load/<time>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,12 +15,14 @@ cd "$(dirname "$0")/.."
 DURATION=60
 RATE=10000
 BASELINE=1
+PG_URL=""
 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION="$2"; shift 2 ;;
     --rate) RATE="$2"; shift 2 ;;
     --skip-baseline) BASELINE=0; shift ;;
+    --postgres) PG_URL="$2"; shift 2 ;;
     --) shift; EXTRA=("$@"); break ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -42,13 +47,25 @@ stop_server() {
   fi
   SERVER_PID=""
 }
-trap 'stop_server; rm -rf "$TMP"' EXIT
+PG_SCHEMAS=()
+drop_pg_schemas() {
+  for schema in "${PG_SCHEMAS[@]}"; do
+    psql "$PG_URL" -qc "DROP SCHEMA IF EXISTS \"$schema\" CASCADE" >/dev/null 2>&1 || true
+  done
+}
+trap 'stop_server; drop_pg_schemas; rm -rf "$TMP"' EXIT
 
 # Starts switchboard on free ports with a fresh database in $TMP/$1; sets HTTP_PORT, MLLP_PORT, SERVER_PID.
 start_switchboard() {
   HTTP_PORT=$(free_port); MLLP_PORT=$(free_port)
   mkdir -p "$TMP/$1"
-  SWITCHBOARD_DATABASE_URL="sqlite://$TMP/$1/switchboard.db" \
+  local url="sqlite://$TMP/$1/switchboard.db"
+  if [ -n "$PG_URL" ]; then
+    local schema="sbload_$1_$(date +%s)"
+    PG_SCHEMAS+=("$schema")
+    url="$PG_URL$([[ "$PG_URL" == *\?* ]] && echo '&' || echo '?')schema=$schema"
+  fi
+  SWITCHBOARD_DATABASE_URL="$url" \
   SWITCHBOARD_HTTP_ADDR="127.0.0.1:$HTTP_PORT" \
   SWITCHBOARD_MLLP_ADDR="127.0.0.1:$MLLP_PORT" \
   SWITCHBOARD_WEBHOOKS_ALLOW_INSECURE=true \
