@@ -10,6 +10,7 @@ mod kill;
 mod mllp;
 mod multi_instance;
 mod openapi;
+mod postgres_plans;
 mod realtime;
 mod sqlite_wal;
 mod store_conformance;

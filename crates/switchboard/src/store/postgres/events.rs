@@ -62,7 +62,10 @@ pub(super) async fn append(
     }
     let mut latest = floor;
 
-    let mut first_by_key = existing_idempotent(&tx, &batch).await?;
+    let (mut first_by_key, mut versions) = futures::try_join!(
+        existing_idempotent(&tx, &batch),
+        fhir::current_versions(&tx, &batch)
+    )?;
     let mut results = Vec::with_capacity(batch.len());
     for (index, mut event) in batch.into_iter().enumerate() {
         if let Some(key) = &event.idempotency_key {
@@ -72,7 +75,7 @@ pub(super) async fn append(
             }
         }
         if let Some(write) = event.write.take() {
-            match fhir::apply_write(&tx, &mut event, *write).await {
+            match fhir::apply_write(&tx, &mut event, *write, &mut versions).await {
                 Ok(()) => {}
                 Err(refusal) if refusal.is_refusal() => {
                     results.push(Appended::Refused(refusal));

@@ -8,14 +8,70 @@ use crate::fhir::search::{Match, SearchQuery};
 use crate::store::{ResourcePage, ResourceWrite, StoreError, StoreResult, StoredResource};
 use deadpool_postgres::GenericClient;
 use serde_json::value::RawValue;
+use std::collections::HashMap;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+/// The current state of the resources a batch writes, by (org, type, id): read once per batch
+/// ([`current_versions`]) and kept up to date as the batch's writes apply, so a resource written twice in one
+/// batch sees its first write.
+pub(super) type CurrentVersions = HashMap<(String, String, String), StoredResource>;
+
+/// Reads, in one round trip, the current version of every resource the batch's events write.
+pub(super) async fn current_versions<C: GenericClient>(
+    tx: &C,
+    batch: &[Event],
+) -> StoreResult<CurrentVersions> {
+    let keys: Vec<(&str, &str, &str)> = batch
+        .iter()
+        .filter(|e| e.write.is_some())
+        .filter_map(|e| {
+            Some((
+                e.org_id.as_str(),
+                e.resource_type.as_deref()?,
+                e.resource_id.as_deref()?,
+            ))
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = tx
+        .prepare_cached(
+            "SELECT k.org_id, k.resource_type, k.id, r.version, r.last_updated, r.deleted, r.body \
+             FROM (SELECT DISTINCT * FROM UNNEST($1::text[], $2::text[], $3::text[])) AS k(org_id, resource_type, id) \
+             CROSS JOIN LATERAL (SELECT version, last_updated, deleted, body FROM fhir_resources f \
+               WHERE f.org_id = k.org_id AND f.resource_type = k.resource_type AND f.id = k.id COLLATE \"C\" \
+               ORDER BY f.version DESC LIMIT 1) r",
+        )
+        .await?;
+    let orgs: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let types: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let ids: Vec<&str> = keys.iter().map(|k| k.2).collect();
+    let rows = tx.query(&statement, &[&orgs, &types, &ids]).await?;
+    let mut current = HashMap::with_capacity(rows.len());
+    for row in rows {
+        current.insert(
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
+            StoredResource {
+                version: row.try_get(3)?,
+                last_updated: Timestamp(row.try_get(4)?),
+                deleted: row.try_get(5)?,
+                body: row.try_get(6)?,
+            },
+        );
+    }
+    Ok(current)
+}
+
 /// Applies `write` for `event` and rewrites the event to say what happened. Runs inside the append transaction,
-/// which holds the log lock, so no other instance writes the same resource meanwhile.
+/// which holds the log lock, so no other instance writes the same resource meanwhile. `versions` holds the
+/// resource's current state (from [`current_versions`]) and gets its new one.
 pub(super) async fn apply_write<C: GenericClient>(
     tx: &C,
     event: &mut Event,
     write: ResourceWrite,
+    versions: &mut CurrentVersions,
 ) -> StoreResult<()> {
     let (Some(resource_type), Some(id)) = (event.resource_type.clone(), event.resource_id.clone())
     else {
@@ -23,14 +79,11 @@ pub(super) async fn apply_write<C: GenericClient>(
             "a resource write needs resourceType and resourceId".into(),
         ));
     };
-    let current = read_current(tx, &event.org_id, &resource_type, &id).await?;
-    let plan = plan_write(
-        &resource_type,
-        &id,
-        current.as_ref(),
-        write,
-        event.timestamp,
-    )?;
+    let key = (event.org_id.clone(), resource_type, id);
+    let current = versions.get(&key);
+    let (_, resource_type, id) = &key;
+    let (resource_type, id) = (resource_type.as_str(), id.as_str());
+    let plan = plan_write(resource_type, id, current, write, event.timestamp)?;
     let org = event.org_id.as_str();
     let ts = event.timestamp.0;
     let insert_version = tx
@@ -59,32 +112,45 @@ pub(super) async fn apply_write<C: GenericClient>(
         .await?;
     let params: Vec<&str> = plan.index.iter().map(|e| e.param).collect();
     let values: Vec<&str> = plan.index.iter().map(|e| e.value.as_str()).collect();
-    tx.execute(
-        &insert_version,
-        &[
-            &org,
-            &resource_type,
-            &id,
-            &plan.version,
-            &ts,
-            &plan.deleted,
-            &plan.body,
-        ],
-    )
-    .await?;
-    tx.execute(
-        &set_current,
-        &[&org, &resource_type, &id, &plan.version, &ts, &plan.deleted],
-    )
-    .await?;
-    tx.execute(&clear_index, &[&org, &resource_type, &id])
-        .await?;
-    tx.execute(&add_index, &[&org, &resource_type, &id, &params, &values])
-        .await?;
+    // One round trip for the four statements: sent together (pipelined) and run by the server in this order, so
+    // the old search rows are gone before the new ones go in. A new resource has no search rows to clear.
+    let existed = current.is_some();
+    let version_row: [&(dyn ToSql + Sync); 7] = [
+        &org,
+        &resource_type,
+        &id,
+        &plan.version,
+        &ts,
+        &plan.deleted,
+        &plan.body,
+    ];
+    let current_row: [&(dyn ToSql + Sync); 6] =
+        [&org, &resource_type, &id, &plan.version, &ts, &plan.deleted];
+    let search_key: [&(dyn ToSql + Sync); 3] = [&org, &resource_type, &id];
+    let index_rows: [&(dyn ToSql + Sync); 5] = [&org, &resource_type, &id, &params, &values];
+    futures::try_join!(
+        tx.execute(&insert_version, &version_row),
+        tx.execute(&set_current, &current_row),
+        async {
+            if existed {
+                tx.execute(&clear_index, &search_key).await
+            } else {
+                Ok(0)
+            }
+        },
+        tx.execute(&add_index, &index_rows),
+    )?;
+    let stored = StoredResource {
+        version: plan.version,
+        last_updated: event.timestamp,
+        deleted: plan.deleted,
+        body: plan.body,
+    };
     event.event_type =
         EventType::parse(plan.event_type).map_err(|e| StoreError::Database(e.to_string()))?;
-    event.data =
-        RawValue::from_string(plan.body).map_err(|e| StoreError::Database(e.to_string()))?;
+    event.data = RawValue::from_string(stored.body.clone())
+        .map_err(|e| StoreError::Database(e.to_string()))?;
+    versions.insert(key, stored);
     Ok(())
 }
 
@@ -97,6 +163,8 @@ fn decode(row: &Row) -> StoreResult<StoredResource> {
     })
 }
 
+/// The latest version of a resource (what `fhir_current` points to): the last entry of its primary key, one
+/// index lookup with no join.
 pub(super) async fn read_current<C: GenericClient>(
     client: &C,
     org: &str,
@@ -105,9 +173,8 @@ pub(super) async fn read_current<C: GenericClient>(
 ) -> StoreResult<Option<StoredResource>> {
     let statement = client
         .prepare_cached(
-            "SELECT c.version, c.last_updated, c.deleted, r.body FROM fhir_current c JOIN fhir_resources r \
-             ON r.org_id = c.org_id AND r.resource_type = c.resource_type AND r.id = c.id AND r.version = c.version \
-             WHERE c.org_id = $1 AND c.resource_type = $2 AND c.id = $3",
+            "SELECT version, last_updated, deleted, body FROM fhir_resources \
+             WHERE org_id = $1 AND resource_type = $2 AND id = $3 ORDER BY version DESC LIMIT 1",
         )
         .await?;
     let row = client

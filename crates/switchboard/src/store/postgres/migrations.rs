@@ -162,4 +162,13 @@ CREATE TABLE fhir_search (
 CREATE INDEX fhir_search_by_id ON fhir_search (org_id, resource_type, id);
 "#,
     ),
+    // 4: `fhir_resources.id` in the "C" collation like the columns it is joined with (`fhir_current.id`); with
+    // mixed collations the join could not use the primary key and every read of a current resource scanned
+    // `fhir_resources` whole.
+    (
+        4,
+        r#"
+ALTER TABLE fhir_resources ALTER COLUMN id TYPE TEXT COLLATE "C";
+"#,
+    ),
 ];

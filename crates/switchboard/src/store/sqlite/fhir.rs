@@ -80,6 +80,8 @@ fn decode(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredResource> {
     })
 }
 
+/// The latest version of a resource (what `fhir_current` points to): the last entry of its primary key, one
+/// index lookup with no join.
 pub(super) fn read_current(
     conn: &Connection,
     org: &str,
@@ -88,9 +90,8 @@ pub(super) fn read_current(
 ) -> StoreResult<Option<StoredResource>> {
     Ok(conn
         .prepare_cached(
-            "SELECT c.version, c.last_updated, c.deleted, r.body FROM fhir_current c JOIN fhir_resources r \
-             ON r.org_id = c.org_id AND r.resource_type = c.resource_type AND r.id = c.id AND r.version = c.version \
-             WHERE c.org_id = ?1 AND c.resource_type = ?2 AND c.id = ?3",
+            "SELECT version, last_updated, deleted, body FROM fhir_resources \
+             WHERE org_id = ?1 AND resource_type = ?2 AND id = ?3 ORDER BY version DESC LIMIT 1",
         )?
         .query_row(params![org, resource_type, id], decode)
         .optional()?)
