@@ -12,6 +12,7 @@
 //! [`Engine::step`] does one claim → send → record round synchronously at a given time, for tests.
 
 use super::client::{Answer, DeliveryClient, SendError};
+use super::lane_queue::LaneQueue;
 use super::ratelimit::TokenBucket;
 use super::router::SubscriptionIndex;
 use super::schedule::{next_step, Next};
@@ -706,7 +707,8 @@ impl Claimer {
     }
 }
 
-/// One subscription's lane: rate limit, concurrency cap, send.
+/// One subscription's lane: rate limit, concurrency cap, send; due retries before new deliveries
+/// ([`LaneQueue`]).
 async fn run_lane(
     engine: Arc<Engine>,
     id: Arc<str>,
@@ -719,12 +721,27 @@ async fn run_lane(
     ));
     let mut bucket: Option<TokenBucket> = None;
     let mut in_flight = Vec::new();
-    while let Some(delivery) = queue.recv().await {
+    let mut waiting = LaneQueue::default();
+    let release_all = |waiting: &mut LaneQueue| {
+        for delivery in waiting.drain() {
+            let _ = done.send(Engine::release(&delivery, Timestamp::now()));
+        }
+    };
+    loop {
+        if waiting.is_empty() {
+            match queue.recv().await {
+                Some(delivery) => waiting.push(delivery),
+                None => break,
+            }
+        }
         let snapshot = engine.index.snapshot();
         let sub = match snapshot.get(&id) {
             Some(sub) if !stop.is_cancelled() => Arc::clone(sub),
             _ => {
-                let _ = done.send(Engine::release(&delivery, Timestamp::now()));
+                release_all(&mut waiting);
+                while let Ok(delivery) = queue.try_recv() {
+                    let _ = done.send(Engine::release(&delivery, Timestamp::now()));
+                }
                 continue;
             }
         };
@@ -744,20 +761,20 @@ async fn run_lane(
             bucket = None;
         }
         let permit = tokio::select! {
-            permit = Arc::clone(&permits).acquire_owned() => permit,
-            _ = stop.cancelled() => {
-                let _ = done.send(Engine::release(&delivery, Timestamp::now()));
-                continue;
-            }
+            permit = Arc::clone(&permits).acquire_owned() => permit.ok(),
+            _ = stop.cancelled() => None,
         };
-        let Ok(permit) = permit else {
-            let _ = done.send(Engine::release(&delivery, Timestamp::now()));
+        let Some(permit) = permit.filter(|_| !stop.is_cancelled()) else {
+            release_all(&mut waiting);
             continue;
         };
-        if stop.is_cancelled() {
-            let _ = done.send(Engine::release(&delivery, Timestamp::now()));
-            continue;
+        // What arrived while waiting for the slot competes for it too: a retry due meanwhile goes first.
+        while let Ok(delivery) = queue.try_recv() {
+            waiting.push(delivery);
         }
+        let Some(delivery) = waiting.pop() else {
+            continue;
+        };
         let latest_start = delivery.lease_until.0 - engine.client.timeout().as_micros() as i64;
         if Timestamp::now().0 >= latest_start {
             let _ = done.send(Engine::expired(&delivery));

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod engine;
+mod lane_queue;
 pub mod network;
 pub mod ratelimit;
 pub mod router;
