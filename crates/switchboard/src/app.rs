@@ -14,6 +14,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+/// How long an authenticated API key is trusted without reading it again: also how long a key deleted through
+/// another instance may still be accepted here.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -138,6 +142,7 @@ pub async fn run(
         config: Arc::new(config),
         metrics,
         webhooks,
+        keys: Arc::new(auth::KeyCache::new(KEY_CACHE_TTL)),
     };
     let mllp_servers = mllp::MllpServers::start(listeners.mllp, &hub, &shutdown)?;
     // Socket.IO and SSE stop on `shutdown` itself (not `background`): their connections must close for the

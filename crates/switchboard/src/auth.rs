@@ -5,8 +5,11 @@
 
 use crate::event::Timestamp;
 use crate::store::{ApiKeyRecord, AuditEntry, DynStore, StoreResult};
+use arc_swap::ArcSwap;
 use base64::Engine;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 pub const KEY_PREFIX: &str = "sb_";
 /// The id of the admin key set from `auth.admin_token` / `SWITCHBOARD_ADMIN_TOKEN`.
@@ -127,9 +130,9 @@ pub async fn bootstrap_admin(store: &DynStore, configured: &str) -> StoreResult<
     Ok(Some(key))
 }
 
-/// Resolves a presented key to its caller, or `None` when it is unknown.
-pub async fn authenticate(store: &DynStore, key: &str) -> StoreResult<Option<Caller>> {
-    let record = store.find_api_key(&hash_key(key)).await?;
+/// The caller a key hash belongs to, or `None` when no key has it.
+async fn lookup(store: &DynStore, hash: &[u8]) -> StoreResult<Option<Caller>> {
+    let record = store.find_api_key(hash).await?;
     Ok(record.map(|r| Caller {
         key_id: r.id,
         scope: match r.org_id {
@@ -137,6 +140,57 @@ pub async fn authenticate(store: &DynStore, key: &str) -> StoreResult<Option<Cal
             None => Scope::Admin,
         },
     }))
+}
+
+/// Keys that authenticated recently, by hash, so that a request does not cost a database read (at thousands of
+/// requests a second those reads, each on the blocking pool, were a large share of the HTTP path). An entry is
+/// trusted for `ttl`, then read again; a key deleted through this process is forgotten at once, one deleted
+/// through another instance within `ttl`. Only keys that exist are kept, so the map holds at most the keys in
+/// use. Reads are lock-free (a snapshot swapped on change).
+pub struct KeyCache {
+    entries: ArcSwap<HashMap<Vec<u8>, (Caller, Instant)>>,
+    ttl: Duration,
+}
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        KeyCache {
+            entries: ArcSwap::from_pointee(HashMap::new()),
+            ttl,
+        }
+    }
+
+    /// Resolves a presented key to its caller (`None` when it is unknown), from the cache when it was seen
+    /// within the ttl.
+    pub async fn authenticate(&self, store: &DynStore, key: &str) -> StoreResult<Option<Caller>> {
+        let hash = hash_key(key);
+        if let Some((caller, seen)) = self.entries.load().get(&hash) {
+            if seen.elapsed() < self.ttl {
+                return Ok(Some(caller.clone()));
+            }
+        }
+        let caller = lookup(store, &hash).await?;
+        let now = Instant::now();
+        self.entries.rcu(|entries| {
+            let mut next = HashMap::clone(entries);
+            next.retain(|_, (_, seen)| seen.elapsed() < self.ttl);
+            match &caller {
+                Some(caller) => next.insert(hash.clone(), (caller.clone(), now)),
+                None => next.remove(&hash),
+            };
+            next
+        });
+        Ok(caller)
+    }
+
+    /// Drops the key with this id (it was deleted).
+    pub fn forget(&self, key_id: &str) {
+        self.entries.rcu(|entries| {
+            let mut next = HashMap::clone(entries);
+            next.retain(|_, (caller, _)| caller.key_id != key_id);
+            next
+        });
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::{self, Caller};
+use crate::auth::Caller;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -82,7 +82,7 @@ impl FromRequestParts<AppState> for Caller {
 
 /// Resolves a key (from a header or, for `EventSource`, a query parameter).
 pub async fn authenticate_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
-    match auth::authenticate(&state.store, key).await? {
+    match state.keys.authenticate(&state.store, key).await? {
         Some(caller) => Ok(caller),
         None => Err(ApiError::unauthorized("unknown or revoked API key")),
     }

@@ -115,7 +115,10 @@ pub async fn remove(
         detail: None,
     };
     match state.store.delete_api_key(&id, None, &audit).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            state.keys.forget(&id);
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(crate::store::StoreError::NotFound) => Err(ApiError::not_found("key")),
         Err(e) => Err(e.into()),
     }

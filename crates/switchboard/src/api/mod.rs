@@ -34,6 +34,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
     pub webhooks: crate::webhooks::Webhooks,
+    /// Recently authenticated API keys ([`crate::auth::KeyCache`]).
+    pub keys: Arc<crate::auth::KeyCache>,
 }
 
 /// The org a query may see: an admin sees the org it names (or all), an org key only its own.
