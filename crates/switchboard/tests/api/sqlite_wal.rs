@@ -21,9 +21,10 @@ async fn the_wal_restarts_under_steady_appends() {
     let data =
         RawValue::from_string(format!("{{\"note\":\"{}\"}}", "x".repeat(8 * 1024))).expect("json");
     let event_type = EventType::parse("custom.wal.fill").expect("type");
-    // 48 MiB of payloads, appended without pause from 32 emitters: with the WAL never restarting it would hold all
-    // of it (the truncation starts at 256 MiB).
-    let per_task = 48 * 1024 / 8 / 32;
+    // 192 MiB of payloads, appended without pause from 32 emitters: with the WAL never restarting it would hold all
+    // of it, or reach the truncation at 256 MiB. Restarting, it holds what is appended during one checkpoint round,
+    // which depends on the machine's speed (12–81 MiB seen), not on how much is appended in all.
+    let per_task = 192 * 1024 / 8 / 32;
     let started = Instant::now();
     let tasks: Vec<_> = (0..32)
         .map(|_| {
@@ -51,8 +52,9 @@ async fn the_wal_restarts_under_steady_appends() {
         task.await.expect("emitter");
     }
     hub.shutdown().await;
+    eprintln!("largest WAL: {largest} bytes");
     assert!(
-        largest < 24 * 1024 * 1024,
-        "the WAL reached {largest} bytes while 48 MiB were appended; it should restart every checkpoint round"
+        largest < 128 * 1024 * 1024,
+        "the WAL reached {largest} bytes while 192 MiB were appended; it should restart every checkpoint round"
     );
 }
