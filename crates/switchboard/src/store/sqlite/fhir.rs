@@ -1,6 +1,6 @@
 //! FHIR resource statements: applying a resource write inside the append transaction, reads, and search.
 
-use crate::event::{Event, EventType, Timestamp, WriteAction};
+use crate::event::{Event, EventType, Timestamp};
 use crate::fhir::resource::plan_write;
 use crate::fhir::search::{Match, SearchQuery};
 use crate::store::{ResourcePage, ResourceWrite, StoreError, StoreResult, StoredResource};
@@ -21,12 +21,7 @@ pub(super) fn apply_write(
             "a resource write needs resourceType and resourceId".into(),
         ));
     };
-    // Only a delete needs the current body (its event carries the last version); other writes need its version.
-    let current = if write.action == WriteAction::Delete {
-        read_current(conn, &event.org_id, &resource_type, &id)?
-    } else {
-        read_current_version(conn, &event.org_id, &resource_type, &id)?
-    };
+    let current = read_current(conn, &event.org_id, &resource_type, &id)?;
     let existed = current.is_some();
     let plan = plan_write(
         &resource_type,
@@ -92,22 +87,6 @@ pub(super) fn read_current(
         .prepare_cached(
             "SELECT version, last_updated, deleted, body FROM fhir_resources \
              WHERE org_id = ?1 AND resource_type = ?2 AND id = ?3 ORDER BY version DESC LIMIT 1",
-        )?
-        .query_row(params![org, resource_type, id], decode)
-        .optional()?)
-}
-
-/// The current version of a resource without its body (`body` is empty).
-fn read_current_version(
-    conn: &Connection,
-    org: &str,
-    resource_type: &str,
-    id: &str,
-) -> StoreResult<Option<StoredResource>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT version, last_updated, deleted, '' FROM fhir_current \
-             WHERE org_id = ?1 AND resource_type = ?2 AND id = ?3",
         )?
         .query_row(params![org, resource_type, id], decode)
         .optional()?)
