@@ -31,6 +31,12 @@ pub mod transform;
 pub mod util;
 pub mod webhooks;
 
+/// mimalloc instead of the system allocator: the hot paths (HL7 parsing, JSON, HTTP) allocate many short-lived
+/// buffers on two or more threads, which glibc's malloc serves more slowly and, with many threads, lets grow.
+/// Declared in the library so the binary, the tests and the benches all run on it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use app::{run, Application, Listeners};
 pub use config::Config;
 pub use event::{Event, EventType, NewEvent, Source};

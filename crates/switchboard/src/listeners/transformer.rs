@@ -2,19 +2,26 @@
 //!
 //! For each message it emits `transform.started`, maps the message ([`crate::transform::mapping`]), upserts each
 //! resource through the FHIR store (which emits `fhir.created` / `fhir.updated` in the same transaction), and ends
-//! with `transform.completed` (the ids written) or `transform.failed` (the reason). Resource ids come from business
-//! keys, so replaying a message after a crash updates the same resources instead of duplicating them.
-//! The messages of one handled group are transformed concurrently, so their writes share commits.
+//! with `transform.completed` (the ids written) or `transform.failed` (the reason).
+//!
+//! A handled group first resolves the Patient of every message: one store lookup per org for the identifiers the
+//! group names, and a new time-ordered id for each identifier not found (shared by the group's messages that name
+//! it). Other resources' ids come from business keys. So replaying a message after a crash updates the same
+//! resources instead of duplicating them. The messages of a group are then transformed concurrently, so their
+//! writes share commits.
 
 use crate::event::{Event, EventType, NewEvent, Pattern, Source, WriteAction};
 use crate::fhir::service::{self, WriteRequest};
 use crate::hub::{DurableHandler, Hub};
-use crate::transform::mapping::{map_message, Mapped};
+use crate::transform::mapping::{
+    map_message, new_patient_id, patient_key, Mapped, PATIENT_KEY_PARAM,
+};
 use async_trait::async_trait;
 use futures::future::join_all;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use switchboard_hl7::Message;
 
@@ -44,13 +51,24 @@ impl Transformer {
 
     /// Two commit rounds per message: `transform.started` with the resource writes, then the outcome (which
     /// depends on the writes). A message that does not map needs one.
-    async fn transform(&self, event: &Event) -> anyhow::Result<()> {
+    async fn transform(
+        &self,
+        event: &Event,
+        prepared: Result<Prepared, String>,
+        patients: &PatientIds,
+    ) -> anyhow::Result<()> {
         let started = self.event(
             "transform.started",
             event,
             json!({ "eventId": event.id, "messageType": event.message_type }),
         )?;
-        let outcome = match map_received(event) {
+        let mapped = prepared.and_then(|p| {
+            let patient_id = patients
+                .get(&(event.org_id.clone(), p.patient_key))
+                .ok_or("the patient id was not resolved")?;
+            map_message(&event.org_id, &p.message, patient_id).map_err(|e| e.to_string())
+        });
+        let outcome = match mapped {
             Ok(mut mapped) => {
                 let mut batch = Vec::with_capacity(1 + mapped.len());
                 batch.push(started);
@@ -142,9 +160,18 @@ fn write_failure(resource: &Mapped, diagnostics: &str) -> String {
     )
 }
 
-/// The message in an `hl7.received` event's `data.raw`, mapped; `Err` is why it cannot be transformed. Only
-/// `raw` is decoded: the structured view beside it is skipped, not built.
-fn map_received(event: &Event) -> Result<Vec<Mapped>, String> {
+/// A message ready to be mapped once its Patient's id is known.
+struct Prepared {
+    message: Message,
+    patient_key: String,
+}
+
+/// (org, patient key) → Patient id, for one handled group.
+type PatientIds = HashMap<(String, String), String>;
+
+/// The message in an `hl7.received` event's `data.raw` and its Patient's key; `Err` is why it cannot be
+/// transformed. Only `raw` is decoded: the structured view beside it is skipped, not built.
+fn prepare(event: &Event) -> Result<Prepared, String> {
     #[derive(Deserialize)]
     struct Received<'a> {
         #[serde(borrow)]
@@ -157,7 +184,46 @@ fn map_received(event: &Event) -> Result<Vec<Mapped>, String> {
         .ok_or("the hl7.received event carries no raw message (data.raw)")?;
     let message =
         Message::parse_str(&raw).map_err(|e| format!("the message does not parse: {e}"))?;
-    map_message(&event.org_id, &message).map_err(|e| e.to_string())
+    let patient_key = patient_key(&message).map_err(|e| e.to_string())?;
+    Ok(Prepared {
+        message,
+        patient_key,
+    })
+}
+
+impl Transformer {
+    /// The Patient id of every prepared message: existing Patients found by identifier (one lookup per org), a
+    /// new time-ordered id for the rest.
+    async fn resolve_patients(
+        &self,
+        events: &[Arc<Event>],
+        prepared: &[Result<Prepared, String>],
+    ) -> anyhow::Result<PatientIds> {
+        let mut keys_by_org: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (event, p) in events.iter().zip(prepared) {
+            if let Ok(p) = p {
+                keys_by_org
+                    .entry(event.org_id.as_str())
+                    .or_default()
+                    .push(p.patient_key.clone());
+            }
+        }
+        let mut ids = PatientIds::new();
+        for (org, mut keys) in keys_by_org {
+            keys.sort_unstable();
+            keys.dedup();
+            let found = self
+                .hub
+                .store()
+                .find_resource_ids(org, "Patient", PATIENT_KEY_PARAM, &keys)
+                .await?;
+            for key in keys {
+                let id = found.get(&key).cloned().unwrap_or_else(new_patient_id);
+                ids.insert((org.to_string(), key), id);
+            }
+        }
+        Ok(ids)
+    }
 }
 
 #[async_trait]
@@ -172,7 +238,13 @@ impl DurableHandler for Transformer {
 
     async fn handle(&self, events: &[Arc<Event>], _through: i64) -> anyhow::Result<()> {
         // Store errors (not mapping failures) fail the group; the runner retries it and upserts keep it idempotent.
-        for result in join_all(events.iter().map(|e| self.transform(e))).await {
+        let prepared: Vec<Result<Prepared, String>> = events.iter().map(|e| prepare(e)).collect();
+        let patients = self.resolve_patients(events, &prepared).await?;
+        let transforms = events
+            .iter()
+            .zip(prepared)
+            .map(|(e, p)| self.transform(e, p, &patients));
+        for result in join_all(transforms).await {
             result?;
         }
         Ok(())

@@ -237,6 +237,17 @@ pub trait Store: Send + Sync + 'static {
         query: &crate::fhir::search::SearchQuery,
     ) -> StoreResult<ResourcePage>;
 
+    /// For each of `values` that some current, not deleted resource of one type and org is indexed under
+    /// `param` with, that resource's id (the smallest one when several share the value): value → id. How the
+    /// transformer upserts a Patient by identifier.
+    async fn find_resource_ids(
+        &self,
+        org_id: &str,
+        resource_type: &str,
+        param: &str,
+        values: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, String>>;
+
     /// Cheap check that the database answers.
     async fn ping(&self) -> StoreResult<()>;
 }

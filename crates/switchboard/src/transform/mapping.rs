@@ -1,9 +1,13 @@
 //! HL7 v2 → FHIR R4 mappings, as pure functions of a parsed message.
 //!
 //! ADT^A01/A04/A08/A28/A31 → Patient (and Encounter for A01/A04); ORU^R01 → Patient + one Observation per OBX.
-//! Resource ids are derived from stable business keys (org, assigning authority and identifier for a Patient;
-//! sending facility and visit number or control id for an Encounter; control id and OBX set id for an
-//! Observation), so the same message mapped twice gives the same ids and upserts never duplicate.
+//!
+//! A Patient is upserted by identifier: [`patient_key`] gives the FHIR token of its first PID-3 identifier, the
+//! transformer looks that up in the store's search index, and passes the id it found (or a new, time-ordered one
+//! from [`new_patient_id`]) to [`map_message`]. Time-ordered ids keep a new patient's rows at the end of the
+//! resource tables' indexes instead of on a random page of each. Encounter and Observation ids are derived from
+//! stable business keys (sending facility and visit number or control id; control id and OBX set id), so the same
+//! message mapped twice gives the same resources and upserts never duplicate.
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -33,13 +37,56 @@ pub enum MappingError {
 const LOINC: &str = "http://loinc.org";
 const UCUM: &str = "http://unitsofmeasure.org";
 
-/// Maps a message of `org` to the resources it describes.
-pub fn map_message(org: &str, msg: &Message) -> Result<Vec<Mapped>, MappingError> {
+/// The search parameter [`patient_key`] values are indexed under.
+pub const PATIENT_KEY_PARAM: &str = "identifier";
+
+/// The key a message's Patient is upserted by: its first PID-3 identifier as the FHIR token the search index
+/// holds (`system|value`, or the value alone when PID-3.4 names no assigning authority). Fails for message types
+/// that are not mapped and for messages without a patient identifier.
+pub fn patient_key(msg: &Message) -> Result<String, MappingError> {
+    let message_type = msg.message_type().map(Cow::into_owned).unwrap_or_default();
+    if !is_supported(&message_type) {
+        return Err(MappingError::Unsupported(message_type));
+    }
+    let pid = msg.segment("PID", 1).ok_or(MappingError::MissingPid)?;
+    let identifier = patient_identifiers(msg, &pid)
+        .into_iter()
+        .next()
+        .ok_or(MappingError::MissingIdentifier)?;
+    let value = identifier
+        .get("value")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Ok(match identifier.get("system").and_then(Value::as_str) {
+        Some(system) => format!("{system}|{value}"),
+        None => value.to_string(),
+    })
+}
+
+/// A new Patient id: `pat-` and a UUIDv7, so ids sort by creation time.
+pub fn new_patient_id() -> String {
+    format!("pat-{}", uuid::Uuid::now_v7().simple())
+}
+
+fn is_supported(message_type: &str) -> bool {
+    matches!(
+        message_type,
+        "ADT^A01" | "ADT^A04" | "ADT^A08" | "ADT^A28" | "ADT^A31" | "ORU^R01"
+    )
+}
+
+/// Maps a message of `org` to the resources it describes; `patient_id` is the id of its Patient (see
+/// [`patient_key`]).
+pub fn map_message(
+    org: &str,
+    msg: &Message,
+    patient_id: &str,
+) -> Result<Vec<Mapped>, MappingError> {
     let message_type = msg.message_type().map(Cow::into_owned).unwrap_or_default();
     let mut out = Vec::new();
     match message_type.as_str() {
         "ADT^A01" | "ADT^A04" | "ADT^A08" | "ADT^A28" | "ADT^A31" => {
-            let patient = patient(org, msg)?;
+            let patient = patient(msg, patient_id)?;
             if matches!(message_type.as_str(), "ADT^A01" | "ADT^A04") {
                 if let Some(encounter) = encounter(org, msg, &patient.id) {
                     out.push(patient);
@@ -50,7 +97,7 @@ pub fn map_message(org: &str, msg: &Message) -> Result<Vec<Mapped>, MappingError
             out.push(patient);
         }
         "ORU^R01" => {
-            let patient = patient(org, msg)?;
+            let patient = patient(msg, patient_id)?;
             let subject = patient.id.clone();
             out.push(patient);
             let fallback_time = msg
@@ -105,19 +152,19 @@ fn identifier_system(authority: &str) -> String {
     }
 }
 
-fn patient(org: &str, msg: &Message) -> Result<Mapped, MappingError> {
-    let pid = msg.segment("PID", 1).ok_or(MappingError::MissingPid)?;
+/// PID-3's identifiers as FHIR `Identifier`s.
+fn patient_identifiers(msg: &Message, pid: &Segment<'_>) -> Vec<Value> {
     let mut identifiers = Vec::new();
-    for r in 1..=repetitions(msg, &pid, 3) {
-        let Some(value) = get(&pid, &format!("3[{r}].1")) else {
+    for r in 1..=repetitions(msg, pid, 3) {
+        let Some(value) = get(pid, &format!("3[{r}].1")) else {
             continue;
         };
         let mut identifier = Map::new();
-        if let Some(authority) = get(&pid, &format!("3[{r}].4")) {
+        if let Some(authority) = get(pid, &format!("3[{r}].4")) {
             identifier.insert("system".into(), json!(identifier_system(&authority)));
         }
         identifier.insert("value".into(), json!(value));
-        if let Some(kind) = get(&pid, &format!("3[{r}].5")) {
+        if let Some(kind) = get(pid, &format!("3[{r}].5")) {
             identifier.insert(
                 "type".into(),
                 json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": kind}]}),
@@ -125,11 +172,15 @@ fn patient(org: &str, msg: &Message) -> Result<Mapped, MappingError> {
         }
         identifiers.push(Value::Object(identifier));
     }
-    let first = identifiers.first().ok_or(MappingError::MissingIdentifier)?;
-    let key_system = first.get("system").and_then(Value::as_str).unwrap_or("");
-    let key_value = first.get("value").and_then(Value::as_str).unwrap_or("");
-    let id = stable_id("pat", &[org, key_system, key_value]);
+    identifiers
+}
 
+fn patient(msg: &Message, id: &str) -> Result<Mapped, MappingError> {
+    let pid = msg.segment("PID", 1).ok_or(MappingError::MissingPid)?;
+    let identifiers = patient_identifiers(msg, &pid);
+    if identifiers.is_empty() {
+        return Err(MappingError::MissingIdentifier);
+    }
     let mut body = json!({ "resourceType": "Patient", "id": id, "identifier": identifiers });
     let names: Vec<Value> = (1..=repetitions(msg, &pid, 5))
         .filter_map(|r| {
@@ -192,7 +243,7 @@ fn patient(org: &str, msg: &Message) -> Result<Mapped, MappingError> {
     }
     Ok(Mapped {
         resource_type: "Patient",
-        id,
+        id: id.to_string(),
         body,
     })
 }

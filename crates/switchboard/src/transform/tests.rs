@@ -1,4 +1,6 @@
-use super::mapping::{hl7_date, hl7_datetime, map_message, MappingError};
+use super::mapping::{
+    hl7_date, hl7_datetime, map_message, new_patient_id, patient_key, MappingError,
+};
 use serde_json::json;
 use switchboard_hl7::Message;
 
@@ -13,8 +15,9 @@ fn sample(name: &str) -> Message {
 
 #[test]
 fn adt_a01_maps_to_patient_and_encounter() {
-    let mapped = map_message("org-a", &sample("adt_a01.hl7")).expect("map");
+    let mapped = map_message("org-a", &sample("adt_a01.hl7"), "pat-1").expect("map");
     assert_eq!(mapped.len(), 2);
+    assert_eq!(mapped[0].id, "pat-1");
     let patient = &mapped[0].body;
     assert_eq!(mapped[0].resource_type, "Patient");
     assert_eq!(
@@ -66,15 +69,47 @@ fn adt_a01_maps_to_patient_and_encounter() {
 #[test]
 fn mapping_is_deterministic_and_org_scoped() {
     let msg = sample("adt_a01.hl7");
-    let first = map_message("org-a", &msg).expect("map");
-    assert_eq!(first, map_message("org-a", &msg).expect("map"));
-    let other = map_message("org-b", &msg).expect("map");
-    assert_ne!(first[0].id, other[0].id);
+    let first = map_message("org-a", &msg, "pat-1").expect("map");
+    assert_eq!(first, map_message("org-a", &msg, "pat-1").expect("map"));
+    let other = map_message("org-b", &msg, "pat-2").expect("map");
+    assert_ne!(first[1].id, other[1].id, "encounter ids are org-scoped");
+}
+
+#[test]
+fn the_patient_key_is_the_first_identifier_as_a_token() {
+    assert_eq!(
+        patient_key(&sample("adt_a01.hl7")).expect("key"),
+        "urn:id:HOSP|12345"
+    );
+    let no_authority =
+        Message::parse(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1|P|2.5\rPID|1||777||DOE^JANE\r")
+            .expect("parse");
+    assert_eq!(patient_key(&no_authority).expect("key"), "777");
+    let no_identifier =
+        Message::parse(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1|P|2.5\rPID|1||||DOE^JANE\r")
+            .expect("parse");
+    assert_eq!(
+        patient_key(&no_identifier),
+        Err(MappingError::MissingIdentifier)
+    );
+    assert!(matches!(
+        patient_key(&sample("orm_o01.hl7")),
+        Err(MappingError::Unsupported(_))
+    ));
+}
+
+#[test]
+fn new_patient_ids_sort_by_creation_time() {
+    let first = new_patient_id();
+    std::thread::sleep(std::time::Duration::from_millis(2));
+    let second = new_patient_id();
+    assert!(first < second, "{first} < {second}");
+    assert!(first.len() <= 64 && first.starts_with("pat-"));
 }
 
 #[test]
 fn oru_r01_maps_each_obx_by_value_type() {
-    let mapped = map_message("org-a", &sample("oru_r01.hl7")).expect("map");
+    let mapped = map_message("org-a", &sample("oru_r01.hl7"), "pat-1").expect("map");
     assert_eq!(mapped.len(), 5, "a patient and four observations");
     let glucose = &mapped[1].body;
     assert_eq!(
@@ -110,7 +145,7 @@ fn oru_r01_maps_each_obx_by_value_type() {
 
 #[test]
 fn other_types_are_unsupported() {
-    let err = map_message("org-a", &sample("orm_o01.hl7")).expect_err("unsupported");
+    let err = map_message("org-a", &sample("orm_o01.hl7"), "pat-1").expect_err("unsupported");
     assert!(
         matches!(err, MappingError::Unsupported(ref t) if t == "ORM^O01"),
         "{err}"

@@ -584,6 +584,16 @@ async fn resource_writes_commit_with_their_event_and_refusals_spare_the_batch() 
         .await
         .expect("search");
     assert_eq!(found.total, 0);
+    let values = ["smyth".to_string(), "smith".into(), "other".into()];
+    let ids = store
+        .find_resource_ids("org-a", "Patient", "family", &values)
+        .await
+        .expect("find ids");
+    assert_eq!(
+        ids,
+        [("smyth".to_string(), "p1".to_string())].into(),
+        "only current values of the org's resources"
+    );
 
     let deleted = store
         .append(vec![fhir_write(
@@ -607,6 +617,11 @@ async fn resource_writes_commit_with_their_event_and_refusals_spare_the_batch() 
         .await
         .expect("search");
     assert_eq!(found.total, 0, "deleted resources are not found");
+    let ids = store
+        .find_resource_ids("org-a", "Patient", "family", &values)
+        .await
+        .expect("find ids");
+    assert!(ids.is_empty(), "deleted resources are not found: {ids:?}");
     let again = store
         .append(vec![fhir_write(
             "org-a",

@@ -283,3 +283,67 @@ async fn an_adt_over_mllp_becomes_fhir_resources_and_a_fhir_webhook() {
     assert!(pos("transform.started") < pos("fhir.created"));
     assert!(pos("fhir.created") < pos("transform.completed"));
 }
+
+/// Messages of one handled group that name the same new patient share one Patient (the group resolves ids before
+/// it writes); the same identifier in another org is another Patient.
+#[tokio::test]
+async fn one_group_naming_a_new_patient_twice_creates_it_once() {
+    use switchboard::event::{EventType, NewEvent, Source};
+    use switchboard::fhir::search::SearchQuery;
+    use switchboard::hub::{DurableHandler, Hub, HubConfig};
+    use switchboard::listeners::transformer::Transformer;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = switchboard::store::open(&crate::helpers::test_database_url(&dir))
+        .await
+        .expect("store");
+    let hub = Hub::start(store.clone(), HubConfig::default())
+        .await
+        .expect("hub");
+    let raw = sample("adt_a01.hl7");
+    let received = |org: &str, control: &str| {
+        NewEvent::with_json(
+            EventType::parse("hl7.received").expect("type"),
+            org,
+            Source::MllpServer,
+            &json!({ "raw": raw.replace("MSG00001", control) }),
+        )
+        .expect("event")
+        .message("ADT^A01", Some(control.to_string()))
+    };
+    let group = hub
+        .emit_all(vec![
+            received("org-a", "C1"),
+            received("org-a", "C2"),
+            received("org-b", "C3"),
+        ])
+        .await
+        .expect("emit");
+    let through = group.last().expect("events").seq;
+    Transformer::new(hub.clone())
+        .handle(&group, through)
+        .await
+        .expect("transform");
+
+    let query = SearchQuery::parse(
+        "Patient",
+        &[("identifier".to_string(), "urn:id:HOSP|12345".to_string())],
+    )
+    .expect("query");
+    let mut ids = Vec::new();
+    for org in ["org-a", "org-b"] {
+        let page = store
+            .search_resources(org, "Patient", &query)
+            .await
+            .expect("search");
+        assert_eq!(page.total, 1, "one patient in {org}");
+        let patient: Value = serde_json::from_str(&page.resources[0]).expect("json");
+        assert_eq!(
+            patient["meta"]["versionId"],
+            if org == "org-a" { "2" } else { "1" },
+            "org-a's two messages updated the patient the first created"
+        );
+        ids.push(patient["id"].as_str().expect("id").to_string());
+    }
+    assert_ne!(ids[0], ids[1], "patients are per org");
+}

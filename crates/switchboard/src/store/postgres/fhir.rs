@@ -202,6 +202,28 @@ pub(super) async fn read_version<C: GenericClient>(
     row.as_ref().map(decode).transpose()
 }
 
+pub(super) async fn find_ids<C: GenericClient>(
+    client: &C,
+    org: &str,
+    resource_type: &str,
+    param: &str,
+    values: &[String],
+) -> StoreResult<HashMap<String, String>> {
+    if values.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = client
+        .query(
+            "SELECT value, MIN(id) FROM fhir_search WHERE org_id = $1 AND resource_type = $2 AND param = $3 \
+             AND value = ANY($4) GROUP BY value",
+            &[&org, &resource_type, &param, &values],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
 pub(super) async fn search<C: GenericClient>(
     client: &C,
     org: &str,

@@ -301,6 +301,16 @@ impl super::Store for PgStore {
         fhir::search(&self.client().await?, org_id, resource_type, query).await
     }
 
+    async fn find_resource_ids(
+        &self,
+        org_id: &str,
+        resource_type: &str,
+        param: &str,
+        values: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, String>> {
+        fhir::find_ids(&self.client().await?, org_id, resource_type, param, values).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.client().await?.simple_query("SELECT 1").await?;
         Ok(())

@@ -7,6 +7,7 @@ use crate::store::{ResourcePage, ResourceWrite, StoreError, StoreResult, StoredR
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::value::RawValue;
+use std::collections::HashMap;
 
 /// Applies `write` for `event` (whose resource type and id name the resource) and rewrites the event to say what
 /// happened. Runs inside the caller's transaction.
@@ -106,6 +107,27 @@ pub(super) fn read_version(
         )?
         .query_row(params![org, resource_type, id, version], decode)
         .optional()?)
+}
+
+pub(super) fn find_ids(
+    conn: &Connection,
+    org: &str,
+    resource_type: &str,
+    param: &str,
+    values: Vec<String>,
+) -> StoreResult<HashMap<String, String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT MIN(id) FROM fhir_search WHERE org_id = ?1 AND resource_type = ?2 AND param = ?3 AND value = ?4",
+    )?;
+    let mut found = HashMap::with_capacity(values.len());
+    for value in values {
+        let id: Option<String> =
+            stmt.query_row(params![org, resource_type, param, value], |r| r.get(0))?;
+        if let Some(id) = id {
+            found.insert(value, id);
+        }
+    }
+    Ok(found)
 }
 
 pub(super) fn search(

@@ -452,6 +452,23 @@ impl super::Store for SqliteStore {
             .await
     }
 
+    async fn find_resource_ids(
+        &self,
+        org_id: &str,
+        resource_type: &str,
+        param: &str,
+        values: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, String>> {
+        let (org, kind, param) = (
+            org_id.to_owned(),
+            resource_type.to_owned(),
+            param.to_owned(),
+        );
+        let values = values.to_vec();
+        self.read(move |conn| fhir::find_ids(conn, &org, &kind, &param, values))
+            .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
