@@ -2,10 +2,7 @@
 //!
 //! One writer connection (appends, deletes, key and audit writes) behind a mutex that the hub's single writer
 //! task takes once per batch; a small pool of reader connections for queries, which WAL lets run beside the
-//! writer. All SQLite calls run on tokio's blocking pool, and only once they can proceed: the writer lock is
-//! awaited before a blocking thread is taken, and reads wait for one of [`READ_CONCURRENCY`] permits. (When
-//! writes waited for the lock on blocking threads, a stall of the writer, e.g. a checkpoint holding it, parked
-//! a thread per waiting write: the soak saw 120 threads and the process's memory grow to GiBs.)
+//! writer. All SQLite calls run on tokio's blocking pool.
 
 mod admin;
 mod events;
@@ -20,12 +17,8 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Mutex as AsyncMutex, Semaphore};
 
-/// Reader connections kept open between reads.
 const READER_POOL_MAX: usize = 8;
-/// Reads running at once; beyond the pooled connections, a read opens (and then closes) one of its own.
-const READ_CONCURRENCY: usize = 32;
 /// How often the background checkpointer copies WAL frames into the database file.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// The writer checkpoints by itself only if the WAL grows past this many pages (the checkpointer fell behind).
@@ -41,9 +34,8 @@ const WAL_RESTART_BYTES: u64 = 4 * 1024 * 1024;
 
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Arc<AsyncMutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
-    read_permits: Arc<Semaphore>,
     checkpointer_stop: Arc<std::sync::atomic::AtomicBool>,
     syncer: Arc<syncer::WalSyncer>,
 }
@@ -67,7 +59,7 @@ impl Drop for SqliteStore {
 /// [`TRUNCATE_BUSY_MS`] for readers) copies it, fsyncs the database and empties the WAL.
 fn spawn_checkpointer(
     path: PathBuf,
-    writer: Arc<AsyncMutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> StoreResult<()> {
     let conn = open_connection(&path)?;
@@ -97,13 +89,12 @@ fn spawn_checkpointer(
 }
 
 /// Copies every committed frame into the database: most of them beside the writer, the rest with it held off.
-fn checkpoint_to_the_end(
-    conn: &Connection,
-    writer: &AsyncMutex<Connection>,
-) -> rusqlite::Result<()> {
+fn checkpoint_to_the_end(conn: &Connection, writer: &Mutex<Connection>) -> rusqlite::Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-    // The checkpointer is a plain thread, outside the runtime: it may block on the async mutex.
-    let _held = writer.blocking_lock();
+    // A poisoned lock means a writer panicked; the checkpoint does not touch its connection, so go on.
+    let _held = writer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
 }
 
@@ -146,7 +137,7 @@ impl SqliteStore {
             writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
             apply_migrations(&mut writer)?;
             let checkpointer_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let writer = Arc::new(AsyncMutex::new(writer));
+            let writer = Arc::new(Mutex::new(writer));
             spawn_checkpointer(
                 path.clone(),
                 Arc::clone(&writer),
@@ -157,7 +148,6 @@ impl SqliteStore {
                 path,
                 writer,
                 readers: Arc::new(Mutex::new(Vec::new())),
-                read_permits: Arc::new(Semaphore::new(READ_CONCURRENCY)),
                 checkpointer_stop,
                 syncer,
             })
@@ -173,10 +163,15 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     {
-        let mut conn = Arc::clone(&self.writer).lock_owned().await;
-        tokio::task::spawn_blocking(move || f(&mut conn))
-            .await
-            .map_err(join_error)?
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer
+                .lock()
+                .map_err(|_| StoreError::Database("writer lock poisoned".into()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(join_error)?
     }
 
     /// Runs `f` on a pooled reader connection on the blocking pool.
@@ -187,12 +182,7 @@ impl SqliteStore {
     {
         let readers = Arc::clone(&self.readers);
         let path = self.path.clone();
-        let permit = Arc::clone(&self.read_permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Database("the store is closed".into()))?;
         tokio::task::spawn_blocking(move || {
-            let _permit = permit;
             let pooled = readers.lock().ok().and_then(|mut pool| pool.pop());
             let conn = match pooled {
                 Some(conn) => conn,
@@ -482,63 +472,5 @@ impl super::Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Store;
-    use std::time::Duration;
-
-    /// Writes waiting for the writer lock must not hold blocking threads: with a pool of three, one write holding
-    /// the lock and eight more waiting, a read still gets a thread at once.
-    #[test]
-    fn writes_waiting_for_the_lock_leave_the_blocking_pool_to_reads() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .max_blocking_threads(3)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let path = dir.path().join("db.sqlite");
-            let store = Arc::new(
-                SqliteStore::open(path.to_str().expect("utf-8 path"))
-                    .await
-                    .expect("open"),
-            );
-            let (held_tx, held_rx) = tokio::sync::oneshot::channel();
-            let holder = {
-                let store = Arc::clone(&store);
-                tokio::spawn(async move {
-                    store
-                        .write(move |_| {
-                            let _ = held_tx.send(());
-                            std::thread::sleep(Duration::from_millis(1500));
-                            Ok(())
-                        })
-                        .await
-                })
-            };
-            held_rx.await.expect("the first write runs");
-            let waiting: Vec<_> = (0..8)
-                .map(|_| {
-                    let store = Arc::clone(&store);
-                    tokio::spawn(async move { store.write(|_| Ok(())).await })
-                })
-                .collect();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let read = tokio::time::timeout(Duration::from_millis(700), store.ping()).await;
-            assert!(
-                matches!(read, Ok(Ok(()))),
-                "a read waited for the writer: {read:?}"
-            );
-            holder.await.expect("join").expect("write");
-            for w in waiting {
-                w.await.expect("join").expect("write");
-            }
-        });
     }
 }
