@@ -26,12 +26,13 @@ fn arg(name: &str) -> Option<String> {
         .and_then(|i| args.get(i + 1).cloned())
 }
 
-/// The sample with `MSG00001` (MSH-10) and `12345` (the MRN in PID-3) replaced by `id`, framed: every message
-/// admits a different patient, as a real ADT feed does.
+/// The sample with `MSG00001` (MSH-10), `12345` (the MRN in PID-3) and the visit number (PV1-19) replaced by
+/// `id`, framed: every message admits a different patient in a new visit, as a real ADT feed does.
 fn framed(id: &str) -> Vec<u8> {
     let text = String::from_utf8_lossy(SAMPLE)
         .replace("MSG00001", id)
-        .replace("12345^^^HOSP^MR", &format!("{id}^^^HOSP^MR"));
+        .replace("12345^^^HOSP^MR", &format!("{id}^^^HOSP^MR"))
+        .replace("V00012345^^^HOSP^VN", &format!("V{id}^^^HOSP^VN"));
     let mut out = Vec::with_capacity(text.len() + 3);
     encode_frame(text.as_bytes(), &mut out);
     out
