@@ -14,12 +14,12 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// How long an authenticated API key is trusted without reading it again: also how long a key deleted through
 /// another instance may still be accepted here.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// The sockets the application serves on, bound before `run` so callers (and tests) know the ports.
 pub struct Listeners {

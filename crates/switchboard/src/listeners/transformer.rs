@@ -54,17 +54,17 @@ impl Transformer {
     async fn transform(
         &self,
         event: &Event,
-        prepared: Result<Prepared, String>,
-        patients: &PatientIds,
+        prepared: &Result<Prepared, String>,
+        patients: &PatientIds<'_>,
     ) -> anyhow::Result<()> {
         let started = self.event(
             "transform.started",
             event,
             json!({ "eventId": event.id, "messageType": event.message_type }),
         )?;
-        let mapped = prepared.and_then(|p| {
+        let mapped = prepared.as_ref().map_err(Clone::clone).and_then(|p| {
             let patient_id = patients
-                .get(&(event.org_id.clone(), p.patient_key))
+                .get(&(event.org_id.as_str(), p.patient_key.as_str()))
                 .ok_or("the patient id was not resolved")?;
             map_message(&event.org_id, &p.message, patient_id).map_err(|e| e.to_string())
         });
@@ -166,8 +166,8 @@ struct Prepared {
     patient_key: String,
 }
 
-/// (org, patient key) → Patient id, for one handled group.
-type PatientIds = HashMap<(String, String), String>;
+/// (org, patient key) → Patient id, for one handled group (borrowing its events and prepared messages).
+type PatientIds<'a> = HashMap<(&'a str, &'a str), String>;
 
 /// The message in an `hl7.received` event's `data.raw` and its Patient's key; `Err` is why it cannot be
 /// transformed. Only `raw` is decoded: the structured view beside it is skipped, not built.
@@ -194,32 +194,33 @@ fn prepare(event: &Event) -> Result<Prepared, String> {
 impl Transformer {
     /// The Patient id of every prepared message: existing Patients found by identifier (one lookup per org), a
     /// new time-ordered id for the rest.
-    async fn resolve_patients(
+    async fn resolve_patients<'a>(
         &self,
-        events: &[Arc<Event>],
-        prepared: &[Result<Prepared, String>],
-    ) -> anyhow::Result<PatientIds> {
-        let mut keys_by_org: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        events: &'a [Arc<Event>],
+        prepared: &'a [Result<Prepared, String>],
+    ) -> anyhow::Result<PatientIds<'a>> {
+        let mut keys_by_org: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (event, p) in events.iter().zip(prepared) {
             if let Ok(p) = p {
                 keys_by_org
                     .entry(event.org_id.as_str())
                     .or_default()
-                    .push(p.patient_key.clone());
+                    .push(p.patient_key.as_str());
             }
         }
         let mut ids = PatientIds::new();
         for (org, mut keys) in keys_by_org {
             keys.sort_unstable();
             keys.dedup();
+            let values: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
             let found = self
                 .hub
                 .store()
-                .find_resource_ids(org, "Patient", PATIENT_KEY_PARAM, &keys)
+                .find_resource_ids(org, "Patient", PATIENT_KEY_PARAM, &values)
                 .await?;
             for key in keys {
-                let id = found.get(&key).cloned().unwrap_or_else(new_patient_id);
-                ids.insert((org.to_string(), key), id);
+                let id = found.get(key).cloned().unwrap_or_else(new_patient_id);
+                ids.insert((org, key), id);
             }
         }
         Ok(ids)
@@ -242,7 +243,7 @@ impl DurableHandler for Transformer {
         let patients = self.resolve_patients(events, &prepared).await?;
         let transforms = events
             .iter()
-            .zip(prepared)
+            .zip(&prepared)
             .map(|(e, p)| self.transform(e, p, &patients));
         for result in join_all(transforms).await {
             result?;

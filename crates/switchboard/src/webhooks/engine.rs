@@ -738,10 +738,10 @@ async fn run_lane(
         let sub = match snapshot.get(&id) {
             Some(sub) if !stop.is_cancelled() => Arc::clone(sub),
             _ => {
-                release_all(&mut waiting);
                 while let Ok(delivery) = queue.try_recv() {
-                    let _ = done.send(Engine::release(&delivery, Timestamp::now()));
+                    waiting.push(delivery);
                 }
+                release_all(&mut waiting);
                 continue;
             }
         };

@@ -54,6 +54,13 @@ pub fn test_database_url(dir: &TempDir) -> String {
     format!("sqlite://{}", dir.path().join("switchboard.db").display())
 }
 
+/// The store of [`test_database_url`], opened (migrations applied).
+pub async fn open_store(dir: &TempDir) -> switchboard::store::DynStore {
+    switchboard::store::open(&test_database_url(dir))
+        .await
+        .expect("store")
+}
+
 pub fn is_postgres() -> bool {
     std::env::var("SWITCHBOARD_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }

@@ -1,5 +1,6 @@
 //! The hub as a library: group commit, live listeners, durable listeners, backpressure and shutdown.
 
+use crate::helpers::open_store;
 use async_trait::async_trait;
 use serde_json::json;
 use std::collections::HashSet;
@@ -10,14 +11,7 @@ use switchboard::event::{Event, EventType, NewEvent, Pattern, Source};
 use switchboard::hub::{
     spawn_durable, DurableHandler, EmitError, EventFilter, Hub, HubConfig, ListenerSpec,
 };
-use switchboard::store::{self, DynStore};
 use tokio_util::sync::CancellationToken;
-
-async fn open_store(dir: &tempfile::TempDir) -> DynStore {
-    store::open(&crate::helpers::test_database_url(dir))
-        .await
-        .expect("store")
-}
 
 fn event(kind: &str, org: &str, n: usize) -> NewEvent {
     let mut e = NewEvent::with_json(

@@ -294,9 +294,7 @@ async fn one_group_naming_a_new_patient_twice_creates_it_once() {
     use switchboard::listeners::transformer::Transformer;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = switchboard::store::open(&crate::helpers::test_database_url(&dir))
-        .await
-        .expect("store");
+    let store = crate::helpers::open_store(&dir).await;
     let hub = Hub::start(store.clone(), HubConfig::default())
         .await
         .expect("hub");

@@ -17,9 +17,7 @@ const SECOND: i64 = 1_000_000;
 #[tokio::test]
 async fn default_schedule_is_exactly_2_4_8_16_32_seconds_then_dead() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = switchboard::store::open(&crate::helpers::test_database_url(&dir))
-        .await
-        .expect("store");
+    let store = crate::helpers::open_store(&dir).await;
     let receiver = TestReceiver::start().await;
     receiver.set("/fail", Behaviour::status(500));
     let mut config = Config::defaults().expect("defaults").webhooks;
