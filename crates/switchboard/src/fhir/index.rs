@@ -24,21 +24,26 @@ fn array<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
     v.get(key).and_then(Value::as_array).into_iter().flatten()
 }
 
+/// Each `identifier` as two tokens: `system|value` (when it has a system) and `value`.
+fn identifiers(out: &mut Vec<IndexEntry>, resource: &Value) {
+    for identifier in array(resource, "identifier") {
+        let value = identifier
+            .get("value")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if let Some(system) = identifier.get("system").and_then(Value::as_str) {
+            push(out, "identifier", format!("{system}|{value}"));
+        }
+        push(out, "identifier", value);
+    }
+}
+
 /// The search index rows of `resource` (of type `resource_type`).
 pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexEntry> {
     let mut out = Vec::new();
     match resource_type {
         "Patient" => {
-            for identifier in array(resource, "identifier") {
-                let value = identifier
-                    .get("value")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                if let Some(system) = identifier.get("system").and_then(Value::as_str) {
-                    push(&mut out, "identifier", format!("{system}|{value}"));
-                }
-                push(&mut out, "identifier", value);
-            }
+            identifiers(&mut out, resource);
             for name in array(resource, "name") {
                 if let Some(family) = name.get("family").and_then(Value::as_str) {
                     push(&mut out, "family", family.to_lowercase());
@@ -52,6 +57,9 @@ pub fn extract(resource_type: &str, resource: &Value) -> Vec<IndexEntry> {
             }
         }
         "Observation" | "Encounter" | "Task" => {
+            if resource_type == "Encounter" {
+                identifiers(&mut out, resource);
+            }
             let subject_key = if resource_type == "Task" {
                 "for"
             } else {
@@ -106,5 +114,22 @@ mod tests {
         let task = json!({"resourceType": "Task", "for": {"reference": "Patient/p2"}});
         assert_eq!(extract("Task", &task)[0].value, "Patient/p2");
         assert!(extract("Medication", &json!({})).is_empty());
+    }
+
+    #[test]
+    fn encounters_are_indexed_by_identifier_and_subject() {
+        let encounter = json!({
+            "resourceType": "Encounter",
+            "identifier": [{"system": "urn:id:HOSP", "value": "V1"}],
+            "subject": {"reference": "Patient/p1"}
+        });
+        let rows: Vec<(&str, String)> = extract("Encounter", &encounter)
+            .into_iter()
+            .map(|e| (e.param, e.value))
+            .collect();
+        assert!(rows.contains(&("identifier", "urn:id:HOSP|V1".into())));
+        assert!(rows.contains(&("identifier", "V1".into())));
+        assert!(rows.contains(&("subject", "Patient/p1".into())));
+        assert!(rows.contains(&("patient", "Patient/p1".into())));
     }
 }

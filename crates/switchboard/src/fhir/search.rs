@@ -1,7 +1,7 @@
 //! FHIR search parameters: parsed once into a [`SearchQuery`] the store can answer. Supported: `_id`,
 //! `_lastUpdated` (prefixes `eq gt lt ge le`), `_count`, `_offset` (paging); for Patient `identifier`, `family`,
-//! `given`, `birthdate`; for Observation, Encounter and Task `subject` and `patient`. Anything else is refused with
-//! an OperationOutcome that names it, never silently ignored.
+//! `given`, `birthdate`; for Observation, Encounter and Task `subject` and `patient`; for Encounter also
+//! `identifier`. Anything else is refused with an OperationOutcome that names it, never silently ignored.
 
 use super::outcome::FhirError;
 use crate::event::Timestamp;
@@ -82,7 +82,7 @@ enum Kind {
 
 fn supported(resource_type: &str, param: &str) -> Option<(&'static str, Kind)> {
     match (resource_type, param) {
-        ("Patient", "identifier") => Some(("identifier", Kind::Token)),
+        ("Patient" | "Encounter", "identifier") => Some(("identifier", Kind::Token)),
         ("Patient", "family") => Some(("family", Kind::Str)),
         ("Patient", "given") => Some(("given", Kind::Str)),
         ("Patient", "birthdate") => Some(("birthdate", Kind::Date)),
@@ -96,7 +96,8 @@ fn supported(resource_type: &str, param: &str) -> Option<(&'static str, Kind)> {
 pub fn supported_params(resource_type: &str) -> &'static [&'static str] {
     match resource_type {
         "Patient" => &["identifier", "family", "given", "birthdate"],
-        "Observation" | "Encounter" | "Task" => &["subject", "patient"],
+        "Encounter" => &["identifier", "subject", "patient"],
+        "Observation" | "Task" => &["subject", "patient"],
         _ => &[],
     }
 }

@@ -4,9 +4,9 @@
 //! resource through the FHIR store (which emits `fhir.created` / `fhir.updated` in the same transaction), and ends
 //! with `transform.completed` (the ids written) or `transform.failed` (the reason).
 //!
-//! A handled group first resolves the Patient of every message: one store lookup per org for the identifiers the
-//! group names, and a new time-ordered id for each identifier not found (shared by the group's messages that name
-//! it). Other resources' ids come from business keys. So replaying a message after a crash updates the same
+//! A handled group first resolves the Patient and Encounter of every message: one store lookup per org and
+//! resource type for the identifiers (PID-3, PV1-19) the group names, and a new time-ordered id for each identifier
+//! not found (shared by the group's messages that name it). Other resources' ids come from business keys. So replaying a message after a crash updates the same
 //! resources instead of duplicating them. The messages of a group are then transformed concurrently, so their
 //! writes share commits.
 
@@ -14,7 +14,7 @@ use crate::event::{Event, EventType, NewEvent, Pattern, Source, WriteAction};
 use crate::fhir::service::{self, WriteRequest};
 use crate::hub::{DurableHandler, Hub};
 use crate::transform::mapping::{
-    map_message, new_patient_id, patient_key, Mapped, PATIENT_KEY_PARAM,
+    map_message, new_resource_id, resource_keys, Mapped, ResourceIds, ResourceKeys, KEY_PARAM,
 };
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -55,7 +55,7 @@ impl Transformer {
         &self,
         event: &Event,
         prepared: &Result<Prepared, String>,
-        patients: &PatientIds<'_>,
+        resolved: &ResolvedIds<'_>,
     ) -> anyhow::Result<()> {
         let started = self.event(
             "transform.started",
@@ -63,10 +63,21 @@ impl Transformer {
             json!({ "eventId": event.id, "messageType": event.message_type }),
         )?;
         let mapped = prepared.as_ref().map_err(Clone::clone).and_then(|p| {
-            let patient_id = patients
-                .get(&(event.org_id.as_str(), p.patient_key.as_str()))
+            let org = event.org_id.as_str();
+            let patient = resolved
+                .get(&(org, PATIENT, p.keys.patient.as_str()))
                 .ok_or("the patient id was not resolved")?;
-            map_message(&event.org_id, &p.message, patient_id).map_err(|e| e.to_string())
+            let encounter = match &p.keys.encounter {
+                Some(key) => Some(
+                    resolved
+                        .get(&(org, ENCOUNTER, key.as_str()))
+                        .ok_or("the encounter id was not resolved")?
+                        .as_str(),
+                ),
+                None => None,
+            };
+            let ids = ResourceIds { patient, encounter };
+            map_message(org, &p.message, ids).map_err(|e| e.to_string())
         });
         let outcome = match mapped {
             Ok(mut mapped) => {
@@ -160,14 +171,17 @@ fn write_failure(resource: &Mapped, diagnostics: &str) -> String {
     )
 }
 
-/// A message ready to be mapped once its Patient's id is known.
+/// A message ready to be mapped once the ids of its keys are known.
 struct Prepared {
     message: Message,
-    patient_key: String,
+    keys: ResourceKeys,
 }
 
-/// (org, patient key) → Patient id, for one handled group (borrowing its events and prepared messages).
-type PatientIds<'a> = HashMap<(&'a str, &'a str), String>;
+const PATIENT: &str = "Patient";
+const ENCOUNTER: &str = "Encounter";
+
+/// (org, resource type, key) → resource id, for one handled group (borrowing its events and prepared messages).
+type ResolvedIds<'a> = HashMap<(&'a str, &'static str, &'a str), String>;
 
 /// The message in an `hl7.received` event's `data.raw` and its Patient's key; `Err` is why it cannot be
 /// transformed. Only `raw` is decoded: the structured view beside it is skipped, not built.
@@ -184,43 +198,55 @@ fn prepare(event: &Event) -> Result<Prepared, String> {
         .ok_or("the hl7.received event carries no raw message (data.raw)")?;
     let message =
         Message::parse_str(&raw).map_err(|e| format!("the message does not parse: {e}"))?;
-    let patient_key = patient_key(&message).map_err(|e| e.to_string())?;
-    Ok(Prepared {
-        message,
-        patient_key,
-    })
+    let keys = resource_keys(&message).map_err(|e| e.to_string())?;
+    Ok(Prepared { message, keys })
 }
 
 impl Transformer {
-    /// The Patient id of every prepared message: existing Patients found by identifier (one lookup per org), a
-    /// new time-ordered id for the rest.
-    async fn resolve_patients<'a>(
+    /// The Patient and Encounter ids of every prepared message: existing resources found by identifier (one lookup
+    /// per org and type), a new time-ordered id for the rest.
+    async fn resolve_ids<'a>(
         &self,
         events: &'a [Arc<Event>],
         prepared: &'a [Result<Prepared, String>],
-    ) -> anyhow::Result<PatientIds<'a>> {
-        let mut keys_by_org: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    ) -> anyhow::Result<ResolvedIds<'a>> {
+        let mut keys_by_kind: BTreeMap<(&str, &'static str), Vec<&str>> = BTreeMap::new();
         for (event, p) in events.iter().zip(prepared) {
             if let Ok(p) = p {
-                keys_by_org
-                    .entry(event.org_id.as_str())
+                let org = event.org_id.as_str();
+                keys_by_kind
+                    .entry((org, PATIENT))
                     .or_default()
-                    .push(p.patient_key.as_str());
+                    .push(p.keys.patient.as_str());
+                if let Some(key) = &p.keys.encounter {
+                    keys_by_kind
+                        .entry((org, ENCOUNTER))
+                        .or_default()
+                        .push(key.as_str());
+                }
             }
         }
-        let mut ids = PatientIds::new();
-        for (org, mut keys) in keys_by_org {
+        let mut ids = ResolvedIds::new();
+        for ((org, resource_type), mut keys) in keys_by_kind {
             keys.sort_unstable();
             keys.dedup();
             let values: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
             let found = self
                 .hub
                 .store()
-                .find_resource_ids(org, "Patient", PATIENT_KEY_PARAM, &values)
+                .find_resource_ids(org, resource_type, KEY_PARAM, &values)
                 .await?;
+            let prefix = if resource_type == PATIENT {
+                "pat"
+            } else {
+                "enc"
+            };
             for key in keys {
-                let id = found.get(key).cloned().unwrap_or_else(new_patient_id);
-                ids.insert((org, key), id);
+                let id = found
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| new_resource_id(prefix));
+                ids.insert((org, resource_type, key), id);
             }
         }
         Ok(ids)
@@ -240,11 +266,11 @@ impl DurableHandler for Transformer {
     async fn handle(&self, events: &[Arc<Event>], _through: i64) -> anyhow::Result<()> {
         // Store errors (not mapping failures) fail the group; the runner retries it and upserts keep it idempotent.
         let prepared: Vec<Result<Prepared, String>> = events.iter().map(|e| prepare(e)).collect();
-        let patients = self.resolve_patients(events, &prepared).await?;
+        let resolved = self.resolve_ids(events, &prepared).await?;
         let transforms = events
             .iter()
             .zip(&prepared)
-            .map(|(e, p)| self.transform(e, p, &patients));
+            .map(|(e, p)| self.transform(e, p, &resolved));
         for result in join_all(transforms).await {
             result?;
         }

@@ -2,12 +2,13 @@
 //!
 //! ADT^A01/A04/A08/A28/A31 → Patient (and Encounter for A01/A04); ORU^R01 → Patient + one Observation per OBX.
 //!
-//! A Patient is upserted by identifier: [`patient_key`] gives the FHIR token of its first PID-3 identifier, the
-//! transformer looks that up in the store's search index, and passes the id it found (or a new, time-ordered one
-//! from [`new_patient_id`]) to [`map_message`]. Time-ordered ids keep a new patient's rows at the end of the
-//! resource tables' indexes instead of on a random page of each. Encounter and Observation ids are derived from
-//! stable business keys (sending facility and visit number or control id; control id and OBX set id), so the same
-//! message mapped twice gives the same resources and upserts never duplicate.
+//! Patients and Encounters are upserted by identifier: [`resource_keys`] gives the FHIR token of the first PID-3
+//! identifier and of the PV1-19 visit number, the transformer looks those up in the store's search index, and
+//! passes the ids it found (or new, time-ordered ones from [`new_resource_id`]) to [`map_message`]. Time-ordered ids
+//! keep a new patient's or visit's rows at the end of the resource tables' indexes instead of on a random page of
+//! each. An Encounter without a visit number and Observations get ids derived from stable business keys
+//! (sending facility and control id; control id and OBX set id), so the same message mapped twice gives the same
+//! resources and upserts never duplicate.
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -37,35 +38,68 @@ pub enum MappingError {
 const LOINC: &str = "http://loinc.org";
 const UCUM: &str = "http://unitsofmeasure.org";
 
-/// The search parameter [`patient_key`] values are indexed under.
-pub const PATIENT_KEY_PARAM: &str = "identifier";
+/// The search parameter the keys of [`resource_keys`] are indexed under, for Patients and Encounters alike.
+pub const KEY_PARAM: &str = "identifier";
 
-/// The key a message's Patient is upserted by: its first PID-3 identifier as the FHIR token the search index
-/// holds (`system|value`, or the value alone when PID-3.4 names no assigning authority). Fails for message types
-/// that are not mapped and for messages without a patient identifier.
-pub fn patient_key(msg: &Message) -> Result<String, MappingError> {
+/// The business keys a message's Patient and Encounter are upserted by, as the FHIR tokens the search index holds
+/// under [`KEY_PARAM`] (`system|value`, or the value alone without a system).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceKeys {
+    /// The first PID-3 identifier.
+    pub patient: String,
+    /// The PV1-19 visit number of an ADT^A01/A04 (`None` for other types and when PV1-19 is empty).
+    pub encounter: Option<String>,
+}
+
+/// The ids the transformer resolved for a message's [`ResourceKeys`].
+#[derive(Debug, Clone, Copy)]
+pub struct ResourceIds<'a> {
+    pub patient: &'a str,
+    pub encounter: Option<&'a str>,
+}
+
+/// The keys of `msg`'s Patient and Encounter. Fails for message types that are not mapped and for messages
+/// without a patient identifier.
+pub fn resource_keys(msg: &Message) -> Result<ResourceKeys, MappingError> {
     let message_type = msg.message_type().map(Cow::into_owned).unwrap_or_default();
     if !is_supported(&message_type) {
         return Err(MappingError::Unsupported(message_type));
     }
     let pid = msg.segment("PID", 1).ok_or(MappingError::MissingPid)?;
-    let identifier = patient_identifiers(msg, &pid)
+    let patient = patient_identifiers(msg, &pid)
         .into_iter()
         .next()
+        .map(|identifier| token(&identifier))
         .ok_or(MappingError::MissingIdentifier)?;
+    let encounter = if has_encounter(&message_type) {
+        msg.segment("PV1", 1)
+            .and_then(|pv1| visit_identifier(msg, &pv1))
+            .map(|identifier| token(&identifier))
+    } else {
+        None
+    };
+    Ok(ResourceKeys { patient, encounter })
+}
+
+/// An `Identifier` as a search token: `system|value`, or `value` without a system.
+fn token(identifier: &Value) -> String {
     let value = identifier
         .get("value")
         .and_then(Value::as_str)
         .unwrap_or("");
-    Ok(match identifier.get("system").and_then(Value::as_str) {
+    match identifier.get("system").and_then(Value::as_str) {
         Some(system) => format!("{system}|{value}"),
         None => value.to_string(),
-    })
+    }
 }
 
-/// A new Patient id: `pat-` and a UUIDv7, so ids sort by creation time.
-pub fn new_patient_id() -> String {
-    format!("pat-{}", uuid::Uuid::now_v7().simple())
+/// A new resource id: `prefix-` and a UUIDv7, so ids sort by creation time.
+pub fn new_resource_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+fn has_encounter(message_type: &str) -> bool {
+    matches!(message_type, "ADT^A01" | "ADT^A04")
 }
 
 fn is_supported(message_type: &str) -> bool {
@@ -75,20 +109,20 @@ fn is_supported(message_type: &str) -> bool {
     )
 }
 
-/// Maps a message of `org` to the resources it describes; `patient_id` is the id of its Patient (see
-/// [`patient_key`]).
+/// Maps a message of `org` to the resources it describes; `ids` are the ids resolved for its
+/// [`resource_keys`] (an Encounter whose key was `None` gets an id derived from the control id).
 pub fn map_message(
     org: &str,
     msg: &Message,
-    patient_id: &str,
+    ids: ResourceIds<'_>,
 ) -> Result<Vec<Mapped>, MappingError> {
     let message_type = msg.message_type().map(Cow::into_owned).unwrap_or_default();
     let mut out = Vec::new();
     match message_type.as_str() {
         "ADT^A01" | "ADT^A04" | "ADT^A08" | "ADT^A28" | "ADT^A31" => {
-            let patient = patient(msg, patient_id)?;
-            if matches!(message_type.as_str(), "ADT^A01" | "ADT^A04") {
-                if let Some(encounter) = encounter(org, msg, &patient.id) {
+            let patient = patient(msg, ids.patient)?;
+            if has_encounter(&message_type) {
+                if let Some(encounter) = encounter(org, msg, &patient.id, ids.encounter) {
                     out.push(patient);
                     out.push(encounter);
                     return Ok(out);
@@ -97,7 +131,7 @@ pub fn map_message(
             out.push(patient);
         }
         "ORU^R01" => {
-            let patient = patient(msg, patient_id)?;
+            let patient = patient(msg, ids.patient)?;
             let subject = patient.id.clone();
             out.push(patient);
             let fallback_time = msg
@@ -285,17 +319,30 @@ fn telecom(pid: &Segment<'_>, field: usize, r: usize, use_code: &str) -> Option<
     Some(json!({"system": system, "value": number, "use": use_code}))
 }
 
-fn encounter(org: &str, msg: &Message, patient_id: &str) -> Option<Mapped> {
+/// PV1-19 (the visit number) as an `Identifier`: its system from the assigning authority (PV1-19.4), or else from
+/// the sending facility, whose visit numbers they are.
+fn visit_identifier(msg: &Message, pv1: &Segment<'_>) -> Option<Value> {
+    let value = get(pv1, "19.1")?;
+    let authority = get(pv1, "19.4").or_else(|| msg.sending_facility().map(Cow::into_owned));
+    Some(match authority.filter(|a| !a.is_empty()) {
+        Some(authority) => json!({"system": identifier_system(&authority), "value": value}),
+        None => json!({"value": value}),
+    })
+}
+
+fn encounter(org: &str, msg: &Message, patient_id: &str, id: Option<&str>) -> Option<Mapped> {
     let pv1 = msg.segment("PV1", 1)?;
-    let facility = msg
-        .sending_facility()
-        .map(Cow::into_owned)
-        .unwrap_or_default();
-    let visit = get(&pv1, "19.1");
-    let control = msg.control_id().map(Cow::into_owned).unwrap_or_default();
-    let id = match &visit {
-        Some(v) => stable_id("enc", &[org, &facility, v]),
-        None => stable_id("enc", &[org, &facility, "control", &control]),
+    let visit = visit_identifier(msg, &pv1);
+    let id = match id {
+        Some(id) => id.to_string(),
+        None => {
+            let facility = msg
+                .sending_facility()
+                .map(Cow::into_owned)
+                .unwrap_or_default();
+            let control = msg.control_id().map(Cow::into_owned).unwrap_or_default();
+            stable_id("enc", &[org, &facility, "control", &control])
+        }
     };
     let (code, display) = match get(&pv1, "2").as_deref() {
         Some("I") => ("IMP", "inpatient encounter"),
@@ -310,8 +357,8 @@ fn encounter(org: &str, msg: &Message, patient_id: &str) -> Option<Mapped> {
         "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": code, "display": display},
         "subject": {"reference": format!("Patient/{patient_id}")},
     });
-    if let Some(v) = visit {
-        body["identifier"] = json!([{"value": v}]);
+    if let Some(identifier) = visit {
+        body["identifier"] = json!([identifier]);
     }
     let location: Vec<String> = [1, 2, 3, 4]
         .iter()

@@ -1,8 +1,13 @@
 use super::mapping::{
-    hl7_date, hl7_datetime, map_message, new_patient_id, patient_key, MappingError,
+    hl7_date, hl7_datetime, map_message, new_resource_id, resource_keys, MappingError, ResourceIds,
 };
 use serde_json::json;
 use switchboard_hl7::Message;
+
+/// The ids the transformer would pass: `patient`, and `encounter` for the visit's Encounter.
+fn ids<'a>(patient: &'a str, encounter: Option<&'a str>) -> ResourceIds<'a> {
+    ResourceIds { patient, encounter }
+}
 
 fn sample(name: &str) -> Message {
     let path = format!(
@@ -15,9 +20,11 @@ fn sample(name: &str) -> Message {
 
 #[test]
 fn adt_a01_maps_to_patient_and_encounter() {
-    let mapped = map_message("org-a", &sample("adt_a01.hl7"), "pat-1").expect("map");
+    let mapped =
+        map_message("org-a", &sample("adt_a01.hl7"), ids("pat-1", Some("enc-1"))).expect("map");
     assert_eq!(mapped.len(), 2);
     assert_eq!(mapped[0].id, "pat-1");
+    assert_eq!(mapped[1].id, "enc-1");
     let patient = &mapped[0].body;
     assert_eq!(mapped[0].resource_type, "Patient");
     assert_eq!(
@@ -63,53 +70,78 @@ fn adt_a01_maps_to_patient_and_encounter() {
         encounter["location"][0]["location"]["display"],
         "4EAST 412 B GHH"
     );
-    assert_eq!(encounter["identifier"][0]["value"], "V00012345");
+    assert_eq!(
+        encounter["identifier"][0],
+        json!({"system": "urn:id:HOSP", "value": "V00012345"})
+    );
 }
 
 #[test]
 fn mapping_is_deterministic_and_org_scoped() {
     let msg = sample("adt_a01.hl7");
-    let first = map_message("org-a", &msg, "pat-1").expect("map");
-    assert_eq!(first, map_message("org-a", &msg, "pat-1").expect("map"));
-    let other = map_message("org-b", &msg, "pat-2").expect("map");
-    assert_ne!(first[1].id, other[1].id, "encounter ids are org-scoped");
+    let first = map_message("org-a", &msg, ids("pat-1", Some("enc-1"))).expect("map");
+    assert_eq!(
+        first,
+        map_message("org-a", &msg, ids("pat-1", Some("enc-1"))).expect("map")
+    );
+    // Without a visit number the Encounter's id comes from the control id, scoped by org.
+    let no_visit = map_message("org-a", &msg, ids("pat-1", None)).expect("map");
+    assert_eq!(
+        no_visit,
+        map_message("org-a", &msg, ids("pat-1", None)).expect("map")
+    );
+    let other = map_message("org-b", &msg, ids("pat-2", None)).expect("map");
+    assert_ne!(no_visit[1].id, other[1].id, "encounter ids are org-scoped");
 }
 
 #[test]
-fn the_patient_key_is_the_first_identifier_as_a_token() {
-    assert_eq!(
-        patient_key(&sample("adt_a01.hl7")).expect("key"),
-        "urn:id:HOSP|12345"
-    );
+fn the_keys_are_the_first_identifier_and_the_visit_number_as_tokens() {
+    let keys = resource_keys(&sample("adt_a01.hl7")).expect("keys");
+    assert_eq!(keys.patient, "urn:id:HOSP|12345");
+    assert_eq!(keys.encounter.as_deref(), Some("urn:id:HOSP|V00012345"));
     let no_authority =
         Message::parse(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1|P|2.5\rPID|1||777||DOE^JANE\r")
             .expect("parse");
-    assert_eq!(patient_key(&no_authority).expect("key"), "777");
+    let keys = resource_keys(&no_authority).expect("keys");
+    assert_eq!(keys.patient, "777");
+    assert_eq!(keys.encounter, None, "an A08 writes no Encounter");
+    // A visit number without an assigning authority is the sending facility's.
+    let facility_visit = Message::parse(
+        b"MSH|^~\\&|A|WARD 7|C|D|20240101||ADT^A04|1|P|2.5\rPID|1||777||DOE^JANE\rPV1|1|O|||||||||||||||||V9\r",
+    )
+    .expect("parse");
+    assert_eq!(
+        resource_keys(&facility_visit)
+            .expect("keys")
+            .encounter
+            .as_deref(),
+        Some("urn:id:WARD-7|V9")
+    );
     let no_identifier =
         Message::parse(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1|P|2.5\rPID|1||||DOE^JANE\r")
             .expect("parse");
     assert_eq!(
-        patient_key(&no_identifier),
+        resource_keys(&no_identifier),
         Err(MappingError::MissingIdentifier)
     );
     assert!(matches!(
-        patient_key(&sample("orm_o01.hl7")),
+        resource_keys(&sample("orm_o01.hl7")),
         Err(MappingError::Unsupported(_))
     ));
 }
 
 #[test]
-fn new_patient_ids_sort_by_creation_time() {
-    let first = new_patient_id();
+fn new_resource_ids_sort_by_creation_time() {
+    let first = new_resource_id("pat");
     std::thread::sleep(std::time::Duration::from_millis(2));
-    let second = new_patient_id();
+    let second = new_resource_id("pat");
     assert!(first < second, "{first} < {second}");
     assert!(first.len() <= 64 && first.starts_with("pat-"));
 }
 
 #[test]
 fn oru_r01_maps_each_obx_by_value_type() {
-    let mapped = map_message("org-a", &sample("oru_r01.hl7"), "pat-1").expect("map");
+    let mapped = map_message("org-a", &sample("oru_r01.hl7"), ids("pat-1", None)).expect("map");
     assert_eq!(mapped.len(), 5, "a patient and four observations");
     let glucose = &mapped[1].body;
     assert_eq!(
@@ -145,7 +177,8 @@ fn oru_r01_maps_each_obx_by_value_type() {
 
 #[test]
 fn other_types_are_unsupported() {
-    let err = map_message("org-a", &sample("orm_o01.hl7"), "pat-1").expect_err("unsupported");
+    let err =
+        map_message("org-a", &sample("orm_o01.hl7"), ids("pat-1", None)).expect_err("unsupported");
     assert!(
         matches!(err, MappingError::Unsupported(ref t) if t == "ORM^O01"),
         "{err}"

@@ -114,6 +114,24 @@ async fn adt_a01_becomes_patient_and_encounter_in_order() {
         .await
         .expect("json");
     assert_eq!(patient["meta"]["versionId"], "2");
+    let bundle: Value = app
+        .get(&key, "/fhir/Encounter?identifier=V00012345")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(bundle["total"], 1, "the visit is one Encounter");
+    assert_eq!(
+        bundle["entry"][0]["resource"]["meta"]["versionId"], "2",
+        "found by its visit number and updated"
+    );
+    assert_eq!(
+        format!(
+            "Encounter/{}",
+            bundle["entry"][0]["resource"]["id"].as_str().expect("id")
+        ),
+        written[1]
+    );
 }
 
 #[tokio::test]
@@ -284,10 +302,10 @@ async fn an_adt_over_mllp_becomes_fhir_resources_and_a_fhir_webhook() {
     assert!(pos("fhir.created") < pos("transform.completed"));
 }
 
-/// Messages of one handled group that name the same new patient share one Patient (the group resolves ids before
-/// it writes); the same identifier in another org is another Patient.
+/// Messages of one handled group that name the same new patient and visit share one Patient and one Encounter (the
+/// group resolves ids before it writes); the same identifiers in another org are another Patient and Encounter.
 #[tokio::test]
-async fn one_group_naming_a_new_patient_twice_creates_it_once() {
+async fn one_group_naming_a_new_patient_and_visit_twice_creates_each_once() {
     use switchboard::event::{EventType, NewEvent, Source};
     use switchboard::fhir::search::SearchQuery;
     use switchboard::hub::{DurableHandler, Hub, HubConfig};
@@ -323,25 +341,30 @@ async fn one_group_naming_a_new_patient_twice_creates_it_once() {
         .await
         .expect("transform");
 
-    let query = SearchQuery::parse(
-        "Patient",
-        &[("identifier".to_string(), "urn:id:HOSP|12345".to_string())],
-    )
-    .expect("query");
-    let mut ids = Vec::new();
-    for org in ["org-a", "org-b"] {
-        let page = store
-            .search_resources(org, "Patient", &query)
-            .await
-            .expect("search");
-        assert_eq!(page.total, 1, "one patient in {org}");
-        let patient: Value = serde_json::from_str(&page.resources[0]).expect("json");
-        assert_eq!(
-            patient["meta"]["versionId"],
-            if org == "org-a" { "2" } else { "1" },
-            "org-a's two messages updated the patient the first created"
-        );
-        ids.push(patient["id"].as_str().expect("id").to_string());
+    for (resource_type, identifier) in [
+        ("Patient", "urn:id:HOSP|12345"),
+        ("Encounter", "urn:id:HOSP|V00012345"),
+    ] {
+        let query = SearchQuery::parse(
+            resource_type,
+            &[("identifier".to_string(), identifier.to_string())],
+        )
+        .expect("query");
+        let mut ids = Vec::new();
+        for org in ["org-a", "org-b"] {
+            let page = store
+                .search_resources(org, resource_type, &query)
+                .await
+                .expect("search");
+            assert_eq!(page.total, 1, "one {resource_type} in {org}");
+            let resource: Value = serde_json::from_str(&page.resources[0]).expect("json");
+            assert_eq!(
+                resource["meta"]["versionId"],
+                if org == "org-a" { "2" } else { "1" },
+                "org-a's two messages updated the {resource_type} the first created"
+            );
+            ids.push(resource["id"].as_str().expect("id").to_string());
+        }
+        assert_ne!(ids[0], ids[1], "{resource_type}s are per org");
     }
-    assert_ne!(ids[0], ids[1], "patients are per org");
 }
