@@ -3,6 +3,7 @@
 //! `given`, `birthdate`; for Observation, Encounter and Task `subject` and `patient`; for Encounter also
 //! `identifier`. Anything else is refused with an OperationOutcome that names it, never silently ignored.
 
+pub use super::index::TokenMatch;
 use super::outcome::FhirError;
 use crate::event::Timestamp;
 
@@ -55,6 +56,8 @@ pub enum Match {
     Prefix(Vec<String>),
     /// A date comparison against `YYYY-MM-DD` values.
     Date(Prefix, String),
+    /// Any of these identifier token matches (see [`super::index::identifier_token`]).
+    Token(Vec<TokenMatch>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +164,19 @@ impl SearchQuery {
                     None => unknown.push(other.to_string()),
                     Some((param, kind)) => {
                         let matches = match kind {
-                            Kind::Token => Match::Exact(values()),
+                            Kind::Token => Match::Token(
+                                values()
+                                    .iter()
+                                    .map(|v| {
+                                        TokenMatch::parse(v).ok_or_else(|| {
+                                            FhirError::invalid(format!(
+                                                "{other}: '{v}' names a system without a value; \
+                                                 searching a whole system is not supported"
+                                            ))
+                                        })
+                                    })
+                                    .collect::<Result<_, _>>()?,
+                            ),
                             Kind::Str => Match::Prefix(
                                 values().into_iter().map(|v| v.to_lowercase()).collect(),
                             ),
@@ -251,7 +266,7 @@ mod tests {
             q.filters[2],
             ParamFilter {
                 param: "identifier",
-                matches: Match::Exact(vec!["urn:x|1".into()])
+                matches: Match::Token(vec![TokenMatch::Exact("1\u{1f}urn:x".into())])
             }
         );
     }
@@ -273,5 +288,8 @@ mod tests {
         assert!(SearchQuery::parse("Patient", &pairs(&[("_count", "0")])).is_err());
         assert!(SearchQuery::parse("Patient", &pairs(&[("birthdate", "yesterday")])).is_err());
         assert!(SearchQuery::parse("Patient", &pairs(&[("_lastUpdated", "gt2020-01-01")])).is_ok());
+        let err = SearchQuery::parse("Patient", &pairs(&[("identifier", "urn:x|")]))
+            .expect_err("a system alone");
+        assert!(err.diagnostics.contains("urn:x|"), "{}", err.diagnostics);
     }
 }

@@ -2,14 +2,15 @@
 //!
 //! ADT^A01/A04/A08/A28/A31 → Patient (and Encounter for A01/A04); ORU^R01 → Patient + one Observation per OBX.
 //!
-//! Patients and Encounters are upserted by identifier: [`resource_keys`] gives the FHIR token of the first PID-3
-//! identifier and of the PV1-19 visit number, the transformer looks those up in the store's search index, and
+//! Patients and Encounters are upserted by identifier: [`resource_keys`] gives the search-index token of the first
+//! PID-3 identifier and of the PV1-19 visit number, the transformer looks those up in the store's search index, and
 //! passes the ids it found (or new, time-ordered ones from [`new_resource_id`]) to [`map_message`]. Time-ordered ids
 //! keep a new patient's or visit's rows at the end of the resource tables' indexes instead of on a random page of
 //! each. An Encounter without a visit number and Observations get ids derived from stable business keys
 //! (sending facility and control id; control id and OBX set id), so the same message mapped twice gives the same
 //! resources and upserts never duplicate.
 
+use crate::fhir::index::identifier_token;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
@@ -41,8 +42,8 @@ const UCUM: &str = "http://unitsofmeasure.org";
 /// The search parameter the keys of [`resource_keys`] are indexed under, for Patients and Encounters alike.
 pub const KEY_PARAM: &str = "identifier";
 
-/// The business keys a message's Patient and Encounter are upserted by, as the FHIR tokens the search index holds
-/// under [`KEY_PARAM`] (`system|value`, or the value alone without a system).
+/// The business keys a message's Patient and Encounter are upserted by, as the rows the search index holds for
+/// those identifiers under [`KEY_PARAM`] ([`identifier_token`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceKeys {
     /// The first PID-3 identifier.
@@ -81,16 +82,13 @@ pub fn resource_keys(msg: &Message) -> Result<ResourceKeys, MappingError> {
     Ok(ResourceKeys { patient, encounter })
 }
 
-/// An `Identifier` as a search token: `system|value`, or `value` without a system.
+/// An `Identifier` as the row the search index holds for it.
 fn token(identifier: &Value) -> String {
     let value = identifier
         .get("value")
         .and_then(Value::as_str)
         .unwrap_or("");
-    match identifier.get("system").and_then(Value::as_str) {
-        Some(system) => format!("{system}|{value}"),
-        None => value.to_string(),
-    }
+    identifier_token(identifier.get("system").and_then(Value::as_str), value)
 }
 
 /// A new resource id: `prefix-` and a UUIDv7, so ids sort by creation time.

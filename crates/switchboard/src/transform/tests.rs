@@ -97,13 +97,16 @@ fn mapping_is_deterministic_and_org_scoped() {
 #[test]
 fn the_keys_are_the_first_identifier_and_the_visit_number_as_tokens() {
     let keys = resource_keys(&sample("adt_a01.hl7")).expect("keys");
-    assert_eq!(keys.patient, "urn:id:HOSP|12345");
-    assert_eq!(keys.encounter.as_deref(), Some("urn:id:HOSP|V00012345"));
+    assert_eq!(keys.patient, "12345\u{1f}urn:id:HOSP");
+    assert_eq!(
+        keys.encounter.as_deref(),
+        Some("V00012345\u{1f}urn:id:HOSP")
+    );
     let no_authority =
         Message::parse(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1|P|2.5\rPID|1||777||DOE^JANE\r")
             .expect("parse");
     let keys = resource_keys(&no_authority).expect("keys");
-    assert_eq!(keys.patient, "777");
+    assert_eq!(keys.patient, "777\u{1f}");
     assert_eq!(keys.encounter, None, "an A08 writes no Encounter");
     // A visit number without an assigning authority is the sending facility's.
     let facility_visit = Message::parse(
@@ -115,7 +118,7 @@ fn the_keys_are_the_first_identifier_and_the_visit_number_as_tokens() {
             .expect("keys")
             .encounter
             .as_deref(),
-        Some("urn:id:WARD-7|V9")
+        Some("V9\u{1f}urn:id:WARD-7")
     );
     let no_identifier =
         Message::parse(b"MSH|^~\\&|A|B|C|D|20240101||ADT^A08|1|P|2.5\rPID|1||||DOE^JANE\r")

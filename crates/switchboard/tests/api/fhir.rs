@@ -381,6 +381,37 @@ async fn search_pages_and_emits_a_searched_event() {
         !searched.to_string().contains("\"Adams\""),
         "search events carry no resource bodies"
     );
+
+    // A bare value matches whatever the system; `|value` only identifiers without one; `system|` is refused.
+    for (query, total) in [
+        ("identifier=MRN-Baker", 1),
+        ("identifier=MRN-Bake", 0),
+        ("identifier=%7CMRN-Baker", 0),
+        ("identifier=urn:oid:1.2.36.146.595.217.0.2%7CMRN-Baker", 0),
+        ("identifier=MRN-Baker,MRN-Nobody", 1),
+    ] {
+        let bundle: Value = fhir(
+            &app,
+            &key,
+            Method::GET,
+            &format!("/fhir/Patient?{query}"),
+            None,
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+        assert_eq!(bundle["total"], total, "{query}");
+    }
+    let whole_system = fhir(
+        &app,
+        &key,
+        Method::GET,
+        "/fhir/Patient?identifier=urn:oid:1.2.36.146.595.217.0.1%7C",
+        None,
+    )
+    .await;
+    assert_eq!(whole_system.status(), 400);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use super::events::{arg, refs, Params};
 use crate::event::{Event, EventType, Timestamp};
 use crate::fhir::resource::plan_write;
-use crate::fhir::search::{Match, SearchQuery};
+use crate::fhir::search::{Match, SearchQuery, TokenMatch};
 use crate::store::{ResourcePage, ResourceWrite, StoreError, StoreResult, StoredResource};
 use deadpool_postgres::GenericClient;
 use serde_json::value::RawValue;
@@ -265,6 +265,22 @@ pub(super) async fn search<C: GenericClient>(
             Match::Date(prefix, date) => {
                 let d = arg(&mut params, date.clone());
                 format!("s.value {} {d}", prefix.sql())
+            }
+            Match::Token(tokens) => {
+                let alternatives: Vec<String> = tokens
+                    .iter()
+                    .map(|t| match t {
+                        TokenMatch::Exact(v) => {
+                            format!("s.value = {}", arg(&mut params, v.clone()))
+                        }
+                        TokenMatch::Prefix(v) => {
+                            let low = arg(&mut params, v.clone());
+                            let high = arg(&mut params, format!("{v}\u{10FFFF}"));
+                            format!("(s.value >= {low} AND s.value < {high})")
+                        }
+                    })
+                    .collect();
+                format!("({})", alternatives.join(" OR "))
             }
         };
         filter.push_str(&format!(

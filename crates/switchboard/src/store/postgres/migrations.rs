@@ -171,4 +171,26 @@ CREATE INDEX fhir_search_by_id ON fhir_search (org_id, resource_type, id);
 ALTER TABLE fhir_resources ALTER COLUMN id TYPE TEXT COLLATE "C";
 "#,
     ),
+    // 5: one search row per identifier, `value` U+001F `system` (`fhir::index::identifier_token`), instead of two
+    // (`system|value` and `value`); Encounters are indexed by identifier too.
+    (
+        5,
+        r#"
+DELETE FROM fhir_search WHERE param = 'identifier';
+INSERT INTO fhir_search (org_id, resource_type, param, value, id)
+SELECT c.org_id, c.resource_type, 'identifier',
+    (CASE WHEN jsonb_typeof(i.value -> 'value') = 'string' THEN i.value ->> 'value' ELSE '' END)
+    || chr(31) ||
+    (CASE WHEN jsonb_typeof(i.value -> 'system') = 'string' THEN i.value ->> 'system' ELSE '' END),
+    c.id
+FROM fhir_current c
+JOIN fhir_resources r ON r.org_id = c.org_id AND r.resource_type = c.resource_type AND r.id = c.id
+    AND r.version = c.version
+CROSS JOIN LATERAL jsonb_array_elements(
+    CASE WHEN jsonb_typeof(r.body::jsonb -> 'identifier') = 'array' THEN r.body::jsonb -> 'identifier'
+    ELSE '[]'::jsonb END) AS i(value)
+WHERE c.deleted = false AND c.resource_type IN ('Patient', 'Encounter')
+ON CONFLICT DO NOTHING;
+"#,
+    ),
 ];

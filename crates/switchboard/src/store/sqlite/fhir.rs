@@ -2,7 +2,7 @@
 
 use crate::event::{Event, EventType, Timestamp};
 use crate::fhir::resource::plan_write;
-use crate::fhir::search::{Match, SearchQuery};
+use crate::fhir::search::{Match, SearchQuery, TokenMatch};
 use crate::store::{ResourcePage, ResourceWrite, StoreError, StoreResult, StoredResource};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -179,6 +179,22 @@ pub(super) fn search(
             Match::Date(prefix, date) => {
                 let d = arg(&mut args, Value::Text(date.clone()));
                 format!("s.value {} {d}", prefix.sql())
+            }
+            Match::Token(tokens) => {
+                let alternatives: Vec<String> = tokens
+                    .iter()
+                    .map(|t| match t {
+                        TokenMatch::Exact(v) => {
+                            format!("s.value = {}", arg(&mut args, Value::Text(v.clone())))
+                        }
+                        TokenMatch::Prefix(v) => {
+                            let low = arg(&mut args, Value::Text(v.clone()));
+                            let high = arg(&mut args, Value::Text(format!("{v}\u{10FFFF}")));
+                            format!("(s.value >= {low} AND s.value < {high})")
+                        }
+                    })
+                    .collect();
+                format!("({})", alternatives.join(" OR "))
             }
         };
         filter.push_str(&format!(

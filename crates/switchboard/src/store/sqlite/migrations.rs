@@ -95,4 +95,28 @@ CREATE INDEX fhir_search_by_id ON fhir_search (org_id, resource_type, id);
 "#,
     ),
     (2, super::webhooks::MIGRATION),
+    // 4: one search row per identifier, `value` U+001F `system` (`fhir::index::identifier_token`), instead of two
+    // (`system|value` and `value`); Encounters are indexed by identifier too.
+    (
+        4,
+        r#"
+DELETE FROM fhir_search WHERE param = 'identifier';
+INSERT OR IGNORE INTO fhir_search (org_id, resource_type, param, value, id)
+SELECT c.org_id, c.resource_type, 'identifier',
+    (CASE WHEN i.type = 'object' THEN
+        (CASE WHEN json_type(i.value, '$.value') = 'text' THEN json_extract(i.value, '$.value') ELSE '' END)
+     ELSE '' END)
+    || char(31) ||
+    (CASE WHEN i.type = 'object' THEN
+        (CASE WHEN json_type(i.value, '$.system') = 'text' THEN json_extract(i.value, '$.system') ELSE '' END)
+     ELSE '' END),
+    c.id
+FROM fhir_current c
+JOIN fhir_resources r ON r.org_id = c.org_id AND r.resource_type = c.resource_type AND r.id = c.id
+    AND r.version = c.version
+JOIN json_each(r.body, '$.identifier') i
+WHERE c.deleted = 0 AND c.resource_type IN ('Patient', 'Encounter')
+    AND json_type(r.body, '$.identifier') = 'array';
+"#,
+    ),
 ];
