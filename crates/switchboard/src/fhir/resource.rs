@@ -1,10 +1,79 @@
 //! What a resource write does, decided once for every backend: the new version, the event type it produces,
 //! the stored body (with `id` and `meta` set by the server), and the search index rows.
+//!
+//! The costly part, serializing the body and extracting its search rows, is done by the emitter
+//! ([`PreparedBody::new`]), not by the store's single writer: the writer only splices in the two fields that
+//! depend on the current version ([`PreparedBody::stamped`]).
 
 use super::index::{extract, IndexEntry};
 use crate::event::Timestamp;
 use crate::store::{ResourceWrite, StoreError, StoredResource, WriteAction};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use std::fmt::Write as _;
+
+/// A resource body made ready for the writer: serialized without its `meta`, `meta`'s other members apart, and its
+/// search index rows.
+#[derive(Debug, Clone)]
+pub struct PreparedBody {
+    /// The body with `id` set and `meta` removed (a JSON object), or the whole body if it is not an object.
+    json: String,
+    /// The members of the body's `meta` other than `versionId` and `lastUpdated`, as JSON object members without
+    /// the braces (empty when there are none); `None` when the body is not an object.
+    meta_rest: Option<String>,
+    index: Vec<IndexEntry>,
+}
+
+impl PreparedBody {
+    /// Sets `id`, takes `meta` apart, serializes, and extracts the search rows of a `resource_type` body.
+    pub fn new(resource_type: &str, id: &str, mut body: Value) -> PreparedBody {
+        let index = extract(resource_type, &body);
+        let Some(object) = body.as_object_mut() else {
+            return PreparedBody {
+                json: body.to_string(),
+                meta_rest: None,
+                index,
+            };
+        };
+        object.insert("id".into(), json!(id));
+        let mut meta = match object.remove("meta") {
+            Some(Value::Object(meta)) => meta,
+            _ => Map::new(),
+        };
+        meta.remove("versionId");
+        meta.remove("lastUpdated");
+        let meta = Value::Object(meta).to_string();
+        PreparedBody {
+            json: body.to_string(),
+            meta_rest: Some(meta[1..meta.len() - 1].to_string()),
+            index,
+        }
+    }
+
+    /// The stored JSON: the body with `meta.versionId` and `meta.lastUpdated` (other `meta` members kept).
+    pub fn stamped(&self, version: i64, last_updated: Timestamp) -> String {
+        let Some(meta_rest) = &self.meta_rest else {
+            return self.json.clone();
+        };
+        let members = &self.json[..self.json.len() - 1];
+        let mut out = String::with_capacity(self.json.len() + meta_rest.len() + 80);
+        out.push_str(members);
+        if members.len() > 1 {
+            out.push(',');
+        }
+        // Infallible: writing to a String.
+        let _ = write!(
+            out,
+            "\"meta\":{{\"versionId\":\"{version}\",\"lastUpdated\":\"{}\"",
+            last_updated.to_rfc3339()
+        );
+        if !meta_rest.is_empty() {
+            out.push(',');
+            out.push_str(meta_rest);
+        }
+        out.push_str("}}");
+        out
+    }
+}
 
 /// The outcome of a write that is allowed to happen.
 #[derive(Debug)]
@@ -64,11 +133,9 @@ pub fn plan_write(
                     "{resource_type}/{id} already exists"
                 )));
             }
-            let mut body = write
-                .body
-                .unwrap_or_else(|| json!({ "resourceType": resource_type }));
-            stamp(&mut body, id, version, now);
-            let index = extract(resource_type, &body);
+            let body = write.body.unwrap_or_else(|| {
+                PreparedBody::new(resource_type, id, json!({ "resourceType": resource_type }))
+            });
             let event_type = if live.is_some() {
                 "fhir.updated"
             } else {
@@ -78,23 +145,10 @@ pub fn plan_write(
                 event_type,
                 version,
                 deleted: false,
-                body: body.to_string(),
-                index,
+                body: body.stamped(version, now),
+                index: body.index,
             })
         }
-    }
-}
-
-/// Sets the server-owned fields: `id`, `meta.versionId`, `meta.lastUpdated` (other `meta` fields are kept).
-pub fn stamp(body: &mut Value, id: &str, version: i64, last_updated: Timestamp) {
-    if let Some(object) = body.as_object_mut() {
-        object.insert("id".into(), json!(id));
-        let meta = object.entry("meta").or_insert_with(|| json!({}));
-        if !meta.is_object() {
-            *meta = json!({});
-        }
-        meta["versionId"] = json!(version.to_string());
-        meta["lastUpdated"] = json!(last_updated.to_rfc3339());
     }
 }
 
@@ -115,8 +169,38 @@ mod tests {
         ResourceWrite {
             action,
             if_match,
-            body: Some(json!({"resourceType": "Patient", "meta": {"tag": [1]}})),
+            body: Some(PreparedBody::new(
+                "Patient",
+                "p1",
+                json!({"resourceType": "Patient", "meta": {"tag": [1]}}),
+            )),
         }
+    }
+
+    #[test]
+    fn stamping_sets_id_version_and_time_and_keeps_other_meta() {
+        let at = Timestamp(1_700_000_000_000_000);
+        let cases = [
+            json!({"resourceType": "Patient", "id": "old", "meta": {"versionId": "9", "tag": [1], "profile": ["p"]}}),
+            json!({"resourceType": "Patient", "meta": "not an object"}),
+            json!({}),
+        ];
+        for body in cases {
+            let stamped = PreparedBody::new("Patient", "p1", body.clone()).stamped(3, at);
+            let got: Value = serde_json::from_str(&stamped).expect("valid JSON");
+            let mut want = body;
+            want["id"] = json!("p1");
+            let mut meta = match want.get("meta") {
+                Some(Value::Object(m)) => m.clone(),
+                _ => Map::new(),
+            };
+            meta.insert("versionId".into(), json!("3"));
+            meta.insert("lastUpdated".into(), json!(at.to_rfc3339()));
+            want["meta"] = Value::Object(meta);
+            assert_eq!(got, want);
+        }
+        let not_an_object = PreparedBody::new("Patient", "p1", json!([1, 2]));
+        assert_eq!(not_an_object.stamped(1, at), "[1,2]");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! the transformer and the task creator alike.
 
 use super::outcome::FhirError;
+use super::resource::PreparedBody;
 use super::types::{is_resource_type, is_valid_id};
 use crate::event::{Event, EventType, NewEvent, ResourceWrite, Source, WriteAction};
 use crate::hub::{EmitError, Hub};
@@ -92,7 +93,9 @@ pub fn write_event(request: WriteRequest<'_>) -> Result<NewEvent, FhirError> {
     event.write = Some(Box::new(ResourceWrite {
         action: request.action,
         if_match: request.if_match,
-        body: request.body,
+        body: request
+            .body
+            .map(|body| PreparedBody::new(request.resource_type, request.id, body)),
     }));
     Ok(event)
 }

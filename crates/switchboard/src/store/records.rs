@@ -102,7 +102,7 @@ pub struct ResourceWrite {
     /// `If-Match`: the version the client last saw; a different current version refuses the write.
     pub if_match: Option<i64>,
     /// The resource (for create and upsert), `resourceType` and `id` already checked against the event.
-    pub body: Option<serde_json::Value>,
+    pub body: Option<crate::fhir::resource::PreparedBody>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

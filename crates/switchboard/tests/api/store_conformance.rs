@@ -3,6 +3,7 @@
 
 use serde_json::value::RawValue;
 use switchboard::event::{Event, EventType, Pattern, Source, Timestamp};
+use switchboard::fhir::resource::PreparedBody;
 use switchboard::store::{
     self, ApiKeyRecord, Appended, AuditEntry, AuditQuery, DynStore, EventCursor, EventQuery, Order,
     ResourceWrite, StoreError, WriteAction,
@@ -486,9 +487,11 @@ fn fhir_write(
     e.write = Some(Box::new(ResourceWrite {
         action,
         if_match,
-        body: Some(
+        body: Some(PreparedBody::new(
+            "Patient",
+            id,
             serde_json::json!({"resourceType": "Patient", "name": [{"family": family}], "birthDate": "1970-05-06"}),
-        ),
+        )),
     }));
     e
 }
