@@ -13,13 +13,15 @@ const START: u8 = 0x0B;
 const END: [u8; 2] = [0x1C, 0x0D];
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// An ADT^A01 with control id `control_id` and patient id `patient_id`, segments ended by CR.
+/// An ADT^A01 with control id `control_id` and patient id `patient_id`, segments ended by CR. Every admission is a
+/// new visit: the visit number (PV1-19) is `V` and the control id, so the transformer creates an Encounter per
+/// message instead of updating one.
 pub fn adt_a01(control_id: &str, patient_id: &str) -> String {
     [
         format!("MSH|^~\\&|LOADGEN|LOAD HOSPITAL|SWITCHBOARD|HUB|20260101120000||ADT^A01^ADT_A01|{control_id}|P|2.5.1"),
         "EVN|A01|20260101120000".to_string(),
         format!("PID|1||{patient_id}^^^LOAD^MR||Load^Test^Q||19800101|F|||1 Main St^^Springfield^IL^62701||555-0100"),
-        "PV1|1|I|3B^301^1^LOAD||||1234^Attending^Alice|||MED||||ADM|||||V1|||||||||||||||||||||||||20260101120000".to_string(),
+        format!("PV1|1|I|3B^301^1^LOAD||||1234^Attending^Alice|||MED||||ADM|||||V{control_id}|||||||||||||||||||||||||20260101120000"),
     ]
     .join("\r")
         + "\r"
@@ -146,6 +148,12 @@ mod tests {
     fn frames_and_acks() {
         let msg = adt_a01("C1", "P1");
         assert!(msg.starts_with("MSH|^~\\&|LOADGEN"));
+        let pv1 = msg.split('\r').find(|s| s.starts_with("PV1")).expect("PV1");
+        assert_eq!(
+            pv1.split('|').nth(19),
+            Some("VC1"),
+            "the visit number follows the control id"
+        );
         let mut buf = b"junk".to_vec();
         buf.extend(frame(
             "MSH|^~\\&|A|B|C|D|||ACK^A01^ACK|9|P|2.5.1\rMSA|AA|C1\r",
