@@ -7,9 +7,11 @@
 //! - [`live`]: the live consumers: SSE clients and Socket.IO clients (through a Node helper).
 //! - [`loss`]: the zero-loss check (history, webhook, SSE, Socket.IO) and the exact-backoff check.
 //! - [`target`]: talking to the server under test: setup (key, subscription), history export, `/proc` sampling.
+//! - [`id`]: compact event ids and shared names (a soak tracks millions of events).
 //! - [`stats`]: latency percentiles; [`report`]: the markdown table and the JSON file; [`clock`]: wall-clock times.
 
 pub mod clock;
+pub mod id;
 pub mod live;
 pub mod loss;
 pub mod receiver;

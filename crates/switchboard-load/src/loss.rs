@@ -7,6 +7,7 @@
 //! (delivery is at least once). The backoff check compares the receiver-side gap between consecutive attempts of
 //! an event with the subscription's schedule.
 
+use crate::id::EventId;
 use crate::live::LiveStats;
 use crate::receiver::Delivery;
 use crate::stats::{Samples, Summary};
@@ -36,11 +37,8 @@ pub struct Presence {
     pub missing_examples: Vec<String>,
 }
 
-fn presence(acked: &[String], found: &HashSet<&str>) -> Presence {
-    let missing: Vec<&String> = acked
-        .iter()
-        .filter(|id| !found.contains(id.as_str()))
-        .collect();
+fn presence(acked: &[String], found: impl Fn(&str) -> bool) -> Presence {
+    let missing: Vec<&String> = acked.iter().filter(|id| !found(id)).collect();
     Presence {
         acked: acked.len(),
         missing: missing.len(),
@@ -66,22 +64,24 @@ pub struct HistoryCheck {
 }
 
 pub fn check_history(history: &[HistoryEvent], acked: &Acked) -> HistoryCheck {
-    let ids: HashSet<&str> = history.iter().map(|e| e.id.as_str()).collect();
+    let ids: HashSet<EventId> = history.iter().map(|e| e.id).collect();
+    let api = presence(&acked.api, |id| ids.contains(&EventId::parse(id)));
+    drop(ids);
     let fhir: HashSet<&str> = history
         .iter()
-        .filter(|e| e.event_type == "fhir.created" && e.source == "fhir-api")
+        .filter(|e| &*e.event_type == "fhir.created" && &*e.source == "fhir-api")
         .filter_map(|e| e.resource_id.as_deref())
         .collect();
     let mllp: HashSet<&str> = history
         .iter()
-        .filter(|e| e.event_type == "hl7.received")
+        .filter(|e| &*e.event_type == "hl7.received")
         .filter_map(|e| e.message_control_id.as_deref())
         .collect();
     HistoryCheck {
         events: history.len(),
-        api: presence(&acked.api, &ids),
-        fhir: presence(&acked.fhir, &fhir),
-        mllp: presence(&acked.mllp, &mllp),
+        api,
+        fhir: presence(&acked.fhir, |id| fhir.contains(id)),
+        mllp: presence(&acked.mllp, |id| mllp.contains(id)),
     }
 }
 
@@ -126,8 +126,8 @@ pub struct RetryGaps {
 
 /// Checks `expected` ids against what the receiver got; attempts at or after `redrive_at` are not gaps.
 pub fn check_webhooks(
-    expected: &[String],
-    deliveries: &HashMap<String, Delivery>,
+    expected: &[EventId],
+    deliveries: &HashMap<EventId, Delivery>,
     retry: RetryConfig,
     redrive_at: Option<i64>,
 ) -> WebhookCheck {
@@ -156,7 +156,7 @@ pub fn check_webhooks(
                     check.delivered_after_redrive += 1;
                 }
             }
-            None => undelivered.push(id.clone()),
+            None => undelivered.push(id.to_string()),
         }
     }
     for d in deliveries.values() {
@@ -173,7 +173,7 @@ pub fn check_webhooks(
 
 /// Compares attempt gaps with `retry`'s schedule.
 pub fn check_backoff(
-    deliveries: &HashMap<String, Delivery>,
+    deliveries: &HashMap<EventId, Delivery>,
     retry: RetryConfig,
     redrive_at: Option<i64>,
 ) -> BackoffCheck {
@@ -236,10 +236,10 @@ pub struct LiveCheck {
     pub latency: Summary,
 }
 
-pub fn check_live(client: &LiveStats, expected: &[&str]) -> LiveCheck {
+pub fn check_live(client: &LiveStats, expected: &[EventId]) -> LiveCheck {
     let missing = expected
         .iter()
-        .filter(|id| !client.seen.contains_key(**id))
+        .filter(|id| !client.seen.contains_key(id))
         .count();
     LiveCheck {
         client: client.client.clone(),

@@ -92,6 +92,10 @@ struct RunArgs {
     /// The server's pid, for CPU and RSS.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Seconds between timeline samples during the load (server RSS and threads, open webhook deliveries,
+    /// listener lag); 0: none. For soaks: whether memory and queues stay flat.
+    #[arg(long, default_value_t = 30)]
+    timeline_every: u64,
     /// More processes to account for, as name=pid (repeatable).
     #[arg(long = "watch")]
     watch: Vec<String>,
@@ -153,6 +157,7 @@ fn config(a: RunArgs) -> anyhow::Result<RunConfig> {
             .collect(),
         drain_timeout: Duration::from_secs(a.drain_timeout),
         server_pid: a.server_pid,
+        timeline_every: Duration::from_secs(a.timeline_every),
         watch,
     })
 }

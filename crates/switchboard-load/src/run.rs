@@ -3,6 +3,7 @@
 //! report. The fault suite can call [`run`] with its own settings, or use the parts directly.
 
 use crate::clock::now_micros;
+use crate::id::EventId;
 use crate::live::{socketio::SocketIo, sse, LiveStats};
 use crate::loss::{self, Acked};
 use crate::receiver::Receiver;
@@ -54,6 +55,8 @@ pub struct RunConfig {
     pub subscription_events: Vec<String>,
     pub drain_timeout: Duration,
     pub server_pid: Option<u32>,
+    /// Between timeline samples during the load (zero: none).
+    pub timeline_every: Duration,
     /// Other processes to account CPU for: (name, pid).
     pub watch: Vec<(String, u32)>,
 }
@@ -145,8 +148,21 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         "load: offering {} events/s for {:?}",
         cfg.rate, cfg.duration
     );
-    let load_start_micros = now_micros();
     let start = Instant::now() + Duration::from_millis(100);
+    // The window the committed rate is measured over starts with the schedule, not before it.
+    let load_start_micros = now_micros() + 100_000;
+    let (timeline_stop, timeline_stopped) = watch::channel(false);
+    let timeline = tokio::spawn(crate::report::timeline::record(
+        target.clone(),
+        cfg.server_pid
+            .filter(|_| cfg.kind == TargetKind::Switchboard),
+        if cfg.kind == TargetKind::Switchboard {
+            cfg.timeline_every
+        } else {
+            Duration::ZERO
+        },
+        timeline_stopped,
+    ));
     let schedule = |rate: f64| Schedule {
         start,
         rate,
@@ -182,14 +198,16 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             )));
         }
     }
-    let api = api.await.unwrap_or_default();
-    let fhir = fhir.await.unwrap_or_default();
+    let mut api = api.await.unwrap_or_default();
+    let mut fhir = fhir.await.unwrap_or_default();
     let mut mllp_stats = PathStats::default();
     for t in mllp_tasks {
         mllp_stats.merge(t.await.unwrap_or_default());
     }
     let load_end_micros = now_micros();
     let at_load_end = sampler.mark();
+    let _ = timeline_stop.send(true);
+    let timeline = timeline.await.unwrap_or_default();
     eprintln!(
         "load: schedule done; api {} fhir {} mllp {} acked",
         api.acked.len(),
@@ -211,13 +229,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         ),
         TargetKind::Baseline => None,
     };
-    let expected: Vec<String> = match &history {
+    let expected: Vec<EventId> = match &history {
         Some(h) => h
             .iter()
             .filter(|e| loss::matches(&cfg.subscription_events, &e.event_type))
-            .map(|e| e.id.clone())
+            .map(|e| e.id)
             .collect(),
-        None => api.acked.clone(),
+        None => api.acked.iter().map(|id| EventId::parse(id)).collect(),
     };
     let (redrives, redrive_at) = drain(
         &target,
@@ -246,33 +264,25 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         .await;
 
     // Check.
-    let acked = Acked {
-        api: api.acked.clone(),
-        fhir: fhir.acked.clone(),
-        mllp: mllp_stats.acked.clone(),
-    };
-    let history_check = history.as_ref().map(|h| loss::check_history(h, &acked));
-    let webhook = loss::check_webhooks(&expected, &receiver.snapshot(), cfg.retry, redrive_at);
-    let all_ids: Vec<&str> = history
+    let webhook = loss::check_webhooks(&expected, &receiver.take(), cfg.retry, redrive_at);
+    drop(expected);
+    let all_ids: Vec<EventId> = history
         .as_ref()
-        .map(|h| h.iter().map(|e| e.id.as_str()).collect())
+        .map(|h| h.iter().map(|e| e.id).collect())
         .unwrap_or_default();
-    let sio_ids: Vec<&str> = history
+    let sio_ids: Vec<EventId> = history
         .as_ref()
         .map(|h| {
             h.iter()
-                .filter(|e| e.event_type == http::SIO_EVENT_TYPE)
-                .map(|e| e.id.as_str())
+                .filter(|e| &*e.event_type == http::SIO_EVENT_TYPE)
+                .map(|e| e.id)
                 .collect()
         })
         .unwrap_or_default();
     let committed_in_window = match &history {
         Some(h) => h
             .iter()
-            .filter(|e| {
-                crate::clock::parse_rfc3339_micros(&e.timestamp)
-                    .is_some_and(|t| t >= load_start_micros && t <= load_end_micros)
-            })
+            .filter(|e| e.timestamp >= load_start_micros && e.timestamp <= load_end_micros)
             .count(),
         None => api.acked.len(),
     };
@@ -290,6 +300,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             &mllp_stats,
         ));
     }
+    let mllp_acked = mllp_stats.acked.len();
+    let acked = Acked {
+        api: std::mem::take(&mut api.acked),
+        fhir: std::mem::take(&mut fhir.acked),
+        mllp: std::mem::take(&mut mllp_stats.acked),
+    };
+    let history_check = history.as_ref().map(|h| loss::check_history(h, &acked));
+    drop(acked);
     let report = Report {
         config: cfg.clone(),
         started: crate::clock::format_micros(load_start_micros),
@@ -302,19 +320,16 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             .iter()
             .flatten()
             .fold(Default::default(), |mut m, e| {
-                *m.entry(e.event_type.clone()).or_default() += 1;
+                *m.entry(e.event_type.to_string()).or_default() += 1;
                 m
             }),
-        mllp_events_per_message_measured: history
-            .as_ref()
-            .filter(|_| !mllp_stats.acked.is_empty())
-            .map(|h| {
-                let n = h
-                    .iter()
-                    .filter(|e| e.source == "mllp-server" || e.source == "transformer")
-                    .count();
-                n as f64 / mllp_stats.acked.len() as f64
-            }),
+        mllp_events_per_message_measured: history.as_ref().filter(|_| mllp_acked > 0).map(|h| {
+            let n = h
+                .iter()
+                .filter(|e| &*e.source == "mllp-server" || &*e.source == "transformer")
+                .count();
+            n as f64 / mllp_acked as f64
+        }),
         history: history_check,
         webhook,
         bad_signatures: receiver.bad_signatures(),
@@ -330,6 +345,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             .map(|s| loss::check_live(s, &sio_ids))
             .collect(),
         resources,
+        timeline,
         targets: Targets::default(),
     };
     Ok(report.with_targets())
@@ -356,7 +372,7 @@ async fn drain(
     key: &str,
     subscription: &str,
     receiver: &Receiver,
-    expected: &[String],
+    expected: &[EventId],
     retry: RetryConfig,
     deadline: Instant,
 ) -> (u32, Option<i64>) {
@@ -364,23 +380,16 @@ async fn drain(
     let mut first_redrive = None;
     let mut last_redrive: Option<Instant> = None;
     let mut last_redrive_micros: Option<i64> = None;
+    // Only what is still missing is looked at again: the expected list may hold millions of ids.
+    let mut missing = receiver.undelivered(expected);
     loop {
-        let snapshot = receiver.snapshot();
-        let missing: Vec<&String> = expected
-            .iter()
-            .filter(|id| snapshot.get(*id).is_none_or(|d| d.successes() == 0))
-            .collect();
+        missing = receiver.undelivered(&missing);
         if missing.is_empty() || Instant::now() > deadline {
             return (redrives, first_redrive);
         }
         // Dead: every attempt of its current cycle (since the last redrive) failed.
         let since = last_redrive_micros.unwrap_or(i64::MIN);
-        let all_dead = missing.iter().all(|id| {
-            snapshot.get(*id).is_some_and(|d| {
-                d.attempts.iter().filter(|a| a.at_micros > since).count()
-                    > retry.max_attempts as usize
-            })
-        });
+        let all_dead = receiver.all_exhausted(&missing, since, retry.max_attempts as usize);
         let waited = last_redrive.is_none_or(|t| t.elapsed() > Duration::from_secs(15));
         if all_dead && waited {
             eprintln!(

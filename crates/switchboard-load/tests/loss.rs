@@ -1,6 +1,7 @@
 //! The driver's own logic: the backoff check, the webhook loss check and the subscription pattern matching.
 
 use std::collections::HashMap;
+use switchboard_load::id::EventId;
 use switchboard_load::loss::{check_backoff, check_webhooks, matches};
 use switchboard_load::receiver::{Attempt, Delivery};
 use switchboard_load::target::RetryConfig;
@@ -14,7 +15,7 @@ const SEED: RetryConfig = RetryConfig {
 fn delivery(event_micros: i64, attempts: &[(i64, u16)]) -> Delivery {
     Delivery {
         event_micros: Some(event_micros),
-        event_type: "custom.load.api".into(),
+        event_type: Some("custom.load.api".into()),
         attempts: attempts
             .iter()
             .map(|&(at_micros, status)| Attempt { at_micros, status })
@@ -28,11 +29,14 @@ fn exact_backoff_is_measured_per_retry() {
     let mut d = HashMap::new();
     // Fails twice, then succeeds: gaps 2.010 s and 4.020 s.
     d.insert(
-        "a".to_string(),
+        EventId::parse("a"),
         delivery(0, &[(10 * ms, 500), (2020 * ms, 500), (6040 * ms, 204)]),
     );
     // A retry 100 ms early.
-    d.insert("b".to_string(), delivery(0, &[(0, 500), (1900 * ms, 204)]));
+    d.insert(
+        EventId::parse("b"),
+        delivery(0, &[(0, 500), (1900 * ms, 204)]),
+    );
     let check = check_backoff(&d, SEED, None);
     assert_eq!(check.gaps_checked, 3);
     assert_eq!(check.early, 1);
@@ -47,7 +51,7 @@ fn exact_backoff_is_measured_per_retry() {
 fn gaps_after_a_redrive_are_not_backoff() {
     let mut d = HashMap::new();
     d.insert(
-        "a".to_string(),
+        EventId::parse("a"),
         delivery(0, &[(0, 500), (2_000_000, 500), (90_000_000, 204)]),
     );
     let check = check_backoff(&d, SEED, Some(80_000_000));
@@ -59,12 +63,15 @@ fn gaps_after_a_redrive_are_not_backoff() {
 fn loss_latency_and_duplicates() {
     let mut d = HashMap::new();
     d.insert(
-        "a".to_string(),
+        EventId::parse("a"),
         delivery(0, &[(1_000, 500), (2_002_000, 204), (2_500_000, 204)]),
     );
-    d.insert("b".to_string(), delivery(0, &[(5_000, 204)]));
-    d.insert("c".to_string(), delivery(0, &[(5_000, 500)]));
-    let expected: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+    d.insert(EventId::parse("b"), delivery(0, &[(5_000, 204)]));
+    d.insert(EventId::parse("c"), delivery(0, &[(5_000, 500)]));
+    let expected: Vec<EventId> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|s| EventId::parse(s))
+        .collect();
     let check = check_webhooks(&expected, &d, SEED, None);
     assert_eq!(check.delivered, 2);
     assert_eq!(check.undelivered, 2);

@@ -6,6 +6,7 @@ pub mod socketio;
 pub mod sse;
 
 use crate::clock::parse_rfc3339_micros;
+use crate::id::EventId;
 use crate::stats::Samples;
 use std::collections::HashMap;
 
@@ -16,7 +17,7 @@ pub struct LiveStats {
     pub connected: bool,
     pub error: Option<String>,
     /// Times each event id arrived.
-    pub seen: HashMap<String, u32>,
+    pub seen: HashMap<EventId, u32>,
     pub latency: Samples,
     /// `switchboard:dropped` notices (Socket.IO) with the total count they reported.
     pub dropped_reported: u64,
@@ -35,7 +36,7 @@ impl LiveStats {
         let Some(id) = payload.get("id").and_then(|v| v.as_str()) else {
             return;
         };
-        let count = self.seen.entry(id.to_string()).or_default();
+        let count = self.seen.entry(EventId::parse(id)).or_default();
         *count += 1;
         if *count == 1 {
             if let Some(ts) = payload

@@ -5,6 +5,7 @@
 pub mod signature;
 
 use crate::clock::{now_micros, parse_rfc3339_micros};
+use crate::id::{intern, EventId};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -27,7 +28,7 @@ pub struct Attempt {
 pub struct Delivery {
     /// The event's own timestamp (its commit), from the body.
     pub event_micros: Option<i64>,
-    pub event_type: String,
+    pub event_type: Option<Arc<str>>,
     pub attempts: Vec<Attempt>,
 }
 
@@ -53,7 +54,7 @@ pub struct Receiver {
     counter: AtomicU64,
     seed: u64,
     bad_signatures: AtomicU64,
-    deliveries: Mutex<HashMap<String, Delivery>>,
+    deliveries: Mutex<HashMap<EventId, Delivery>>,
 }
 
 impl Receiver {
@@ -87,12 +88,36 @@ impl Receiver {
         self.bad_signatures.load(Ordering::Relaxed)
     }
 
-    /// A copy of what has been received so far.
-    pub fn snapshot(&self) -> HashMap<String, Delivery> {
+    /// What has been received so far, taken out of the receiver (which then starts empty): the check runs once,
+    /// after the drain, and a copy of millions of records would double the driver's memory.
+    pub fn take(&self) -> HashMap<EventId, Delivery> {
         self.deliveries
             .lock()
-            .map(|d| d.clone())
+            .map(|mut d| std::mem::take(&mut *d))
             .unwrap_or_default()
+    }
+
+    /// Those of `ids` without a successful delivery yet.
+    pub fn undelivered(&self, ids: &[EventId]) -> Vec<EventId> {
+        let Ok(all) = self.deliveries.lock() else {
+            return ids.to_vec();
+        };
+        ids.iter()
+            .filter(|id| all.get(id).is_none_or(|d| d.successes() == 0))
+            .copied()
+            .collect()
+    }
+
+    /// Whether every one of `ids` has had more than `attempts` attempts after `since` (µs): all dead.
+    pub fn all_exhausted(&self, ids: &[EventId], since: i64, attempts: usize) -> bool {
+        let Ok(all) = self.deliveries.lock() else {
+            return false;
+        };
+        ids.iter().all(|id| {
+            all.get(id).is_some_and(|d| {
+                d.attempts.iter().filter(|a| a.at_micros > since).count() > attempts
+            })
+        })
     }
 
     /// How many distinct event ids have had a successful delivery.
@@ -118,12 +143,12 @@ pub fn splitmix64(x: u64) -> u64 {
 }
 
 #[derive(serde::Deserialize)]
-struct Head {
-    id: String,
-    #[serde(rename = "eventType", default)]
-    event_type: String,
-    #[serde(default)]
-    timestamp: String,
+struct Head<'a> {
+    id: EventId,
+    #[serde(rename = "eventType", default, borrow)]
+    event_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    timestamp: Option<std::borrow::Cow<'a, str>>,
 }
 
 async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
@@ -152,8 +177,8 @@ async fn receive(State(rx): State<Arc<Receiver>>, headers: HeaderMap, body: Byte
     if let Ok(mut all) = rx.deliveries.lock() {
         let entry = all.entry(head.id).or_default();
         if entry.event_micros.is_none() {
-            entry.event_micros = parse_rfc3339_micros(&head.timestamp);
-            entry.event_type = head.event_type;
+            entry.event_micros = head.timestamp.as_deref().and_then(parse_rfc3339_micros);
+            entry.event_type = head.event_type.as_deref().map(intern);
         }
         entry.attempts.push(Attempt {
             at_micros,

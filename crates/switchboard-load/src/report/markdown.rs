@@ -151,6 +151,23 @@ pub fn render(r: &Report) -> String {
             p.rss_end_mib
         );
     }
+    if !r.timeline.is_empty() {
+        let _ = writeln!(o, "\n| t (s) | server RSS | server threads | webhook deliveries open | listener lag | driver RSS |");
+        let _ = writeln!(o, "|---|---|---|---|---|---|");
+        let mib = |m: Option<f64>| m.map_or("–".to_string(), |m| format!("{m:.0} MiB"));
+        for t in &r.timeline {
+            let _ = writeln!(
+                o,
+                "| {:.0} | {} | {} | {:.0} | {:.0} | {} |",
+                t.at_secs,
+                mib(t.server_rss_mib),
+                t.server_threads.map_or("–".to_string(), |n| n.to_string()),
+                t.webhook_open,
+                t.listener_lag,
+                mib(t.driver_rss_mib)
+            );
+        }
+    }
     let _ = writeln!(o, "\nMachine: {} CPUs, {:.0} % busy during the load (all processes), load average {:.1} at the end.",
         r.resources.cpus, r.resources.machine_busy_pct_load, r.resources.load_average_end);
     let t = &r.targets;

@@ -1,10 +1,11 @@
 //! The report of a run: everything as JSON (for the fault suite and for comparing runs) and a markdown summary;
-//! [`resources`] samples CPU and memory of the processes involved; [`compare`] puts a Switchboard run and a
+//! [`resources`] samples CPU and memory of the processes involved; [`timeline`] samples memory and queues during the load; [`compare`] puts a Switchboard run and a
 //! baseline run side by side.
 
 pub mod compare;
 pub mod markdown;
 pub mod resources;
+pub mod timeline;
 
 pub use resources::{ProcUsage, ResourceReport, Resources};
 
@@ -42,6 +43,7 @@ pub struct Report {
     pub sse: Vec<LiveCheck>,
     pub socketio: Vec<LiveCheck>,
     pub resources: ResourceReport,
+    pub timeline: Vec<timeline::TimelineSample>,
     pub targets: Targets,
 }
 

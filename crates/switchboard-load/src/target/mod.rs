@@ -4,9 +4,11 @@
 
 pub mod procstat;
 
+use crate::id::EventId;
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// A subscription's retry settings, as in the API's `retryConfig`.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -46,18 +48,24 @@ pub struct Target {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEvent {
-    pub id: String,
+    pub id: EventId,
     pub seq: i64,
-    pub event_type: String,
-    pub timestamp: String,
+    #[serde(deserialize_with = "crate::id::interned")]
+    pub event_type: Arc<str>,
+    /// Microseconds since the epoch (`0` when the text was not a time).
+    #[serde(deserialize_with = "micros")]
+    pub timestamp: i64,
+    #[serde(default, deserialize_with = "crate::id::interned")]
+    pub source: Arc<str>,
     #[serde(default)]
-    pub source: String,
+    pub message_control_id: Option<Box<str>>,
     #[serde(default)]
-    pub message_control_id: Option<String>,
-    #[serde(default)]
-    pub resource_type: Option<String>,
-    #[serde(default)]
-    pub resource_id: Option<String>,
+    pub resource_id: Option<Box<str>>,
+}
+
+fn micros<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    Ok(crate::clock::parse_rfc3339_micros(&text).unwrap_or(0))
 }
 
 impl Target {

@@ -24,6 +24,17 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// The thread count of `pid` (`Threads:` of `/proc/<pid>/status`); `None` when it is gone.
+pub fn threads(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line, in seconds.
 pub fn cpu_secs_of_stat(stat: &str) -> Option<f64> {
     // The command name (field 2) may hold spaces; fields after it start past the last ')'.
