@@ -62,12 +62,6 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// About how many events the run makes: the receiver and the SSE clients size their maps for it up front, so
-    /// a long run never stops to rehash millions of entries (a pause the server sees as a slow receiver).
-    pub fn expected_events(&self) -> usize {
-        ((self.rate * self.duration.as_secs_f64() * 1.05) as usize).min(50_000_000)
-    }
-
     /// Operations per second of a path whose share of the offered events is `weight`, each operation making
     /// `events_per_op` events.
     fn ops_rate(&self, weight: f64, events_per_op: f64) -> f64 {
@@ -93,7 +87,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         .await
         .context("creating the org key")?;
     let secret = format!("load-suite-{}", now_micros());
-    let receiver = Receiver::new(&secret, cfg.fail_ratio, cfg.expected_events());
+    let receiver = Receiver::new(&secret, cfg.fail_ratio);
     let rx_addr = receiver
         .serve(tokio::net::TcpListener::bind("127.0.0.1:0").await?)
         .await?;
@@ -118,7 +112,6 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             cfg.base_url.clone(),
             key.clone(),
             format!("sse{c}"),
-            cfg.expected_events(),
             ready_tx,
             stop_rx.clone(),
         )));

@@ -10,12 +10,10 @@ pub async fn run(
     base: String,
     key: String,
     name: String,
-    expected_events: usize,
     ready: tokio::sync::oneshot::Sender<()>,
     mut stop: watch::Receiver<bool>,
 ) -> LiveStats {
     let mut stats = LiveStats::new(&name);
-    stats.seen.reserve(expected_events);
     let url = format!("{base}/api/events/stream?token={key}");
     let mut response = match client.get(&url).send().await {
         Ok(r) if r.status().is_success() => r,

@@ -58,15 +58,14 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// `expected_events`: how many distinct events to make room for up front.
-    pub fn new(secret: &str, fail_ratio: f64, expected_events: usize) -> Arc<Self> {
+    pub fn new(secret: &str, fail_ratio: f64) -> Arc<Self> {
         Arc::new(Receiver {
             secret: secret.to_string(),
             fail_below: (fail_ratio.clamp(0.0, 1.0) * 1_000_000.0) as u64,
             counter: AtomicU64::new(0),
             seed: now_micros() as u64,
             bad_signatures: AtomicU64::new(0),
-            deliveries: Mutex::new(HashMap::with_capacity(expected_events)),
+            deliveries: Mutex::new(HashMap::new()),
         })
     }
 
