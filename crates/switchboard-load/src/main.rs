@@ -8,6 +8,11 @@ use switchboard_load::report::{compare, markdown};
 use switchboard_load::run::{run, RunConfig, TargetKind};
 use switchboard_load::target::RetryConfig;
 
+/// mimalloc, as in the server: with glibc's malloc a quarter of the driver's CPU went to the allocator (its maps
+/// of millions of per-event records and the HTTP buffers), CPU the server on the same two cores then lacked.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "switchboard-load", about = "Load suite for Switchboard")]
 struct Cli {
