@@ -14,10 +14,23 @@ pub struct EventId(u128);
 
 impl EventId {
     pub fn parse(text: &str) -> EventId {
-        let hex: String = text.chars().filter(|c| *c != '-').collect();
-        match (hex.len(), u128::from_str_radix(&hex, 16)) {
-            (32, Ok(bits)) => EventId(bits),
-            _ => EventId(fnv1a(text.as_bytes())),
+        // Called for every event the receiver and the SSE clients see: no allocation.
+        let mut bits: u128 = 0;
+        let mut digits = 0;
+        for b in text.bytes().filter(|b| *b != b'-') {
+            let Some(nibble) = (b as char).to_digit(16) else {
+                return EventId(fnv1a(text.as_bytes()));
+            };
+            digits += 1;
+            if digits > 32 {
+                return EventId(fnv1a(text.as_bytes()));
+            }
+            bits = bits << 4 | u128::from(nibble);
+        }
+        if digits == 32 {
+            EventId(bits)
+        } else {
+            EventId(fnv1a(text.as_bytes()))
         }
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! A handled group first resolves the Patient and Encounter of every message: one store lookup per org and
 //! resource type for the identifiers (PID-3, PV1-19) the group names, and a new time-ordered id for each identifier
-//! not found (shared by the group's messages that name it). Other resources' ids come from business keys. So replaying a message after a crash updates the same
-//! resources instead of duplicating them. The messages of a group are then transformed concurrently, so their
+//! not found (shared by the group's messages that name it). Other resources' ids come from business keys. So
+//! replaying a message after a crash updates the same resources instead of duplicating them. The messages of a group are then transformed concurrently, so their
 //! writes share commits.
 
 use crate::event::{Event, EventType, NewEvent, Pattern, Source, WriteAction};
@@ -67,15 +67,17 @@ impl Transformer {
             let patient = resolved
                 .get(&(org, PATIENT, p.keys.patient.as_str()))
                 .ok_or("the patient id was not resolved")?;
-            let encounter = match &p.keys.encounter {
-                Some(key) => Some(
+            let encounter = p
+                .keys
+                .encounter
+                .as_deref()
+                .map(|key| {
                     resolved
-                        .get(&(org, ENCOUNTER, key.as_str()))
-                        .ok_or("the encounter id was not resolved")?
-                        .as_str(),
-                ),
-                None => None,
-            };
+                        .get(&(org, ENCOUNTER, key))
+                        .map(String::as_str)
+                        .ok_or("the encounter id was not resolved")
+                })
+                .transpose()?;
             let ids = ResourceIds { patient, encounter };
             map_message(org, &p.message, ids).map_err(|e| e.to_string())
         });
