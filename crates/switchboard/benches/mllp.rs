@@ -149,9 +149,11 @@ fn main() {
         tokio::time::sleep(warmup).await;
         measuring.store(true, Ordering::Relaxed);
         let started = Instant::now();
+        let cpu_before = process_cpu();
         tokio::time::sleep(Duration::from_secs(secs)).await;
         measuring.store(false, Ordering::Relaxed);
         let elapsed = started.elapsed();
+        let cpu = process_cpu().zip(cpu_before).map(|(after, before)| after - before);
         stop.store(true, Ordering::Relaxed);
         let mut all = Vec::new();
         let mut errors = 0;
@@ -192,6 +194,14 @@ fn main() {
             pick(0.999),
             all.last().copied().unwrap_or_default()
         );
+        if let Some(cpu) = cpu.filter(|_| !all.is_empty()) {
+            // Steadier than messages/s on a shared machine: what each message costs, whatever the scheduler did.
+            println!(
+                "  CPU (server and clients): {:.2} cores, {:.1} µs per ACKed message",
+                cpu / elapsed.as_secs_f64(),
+                cpu * 1e6 / all.len() as f64
+            );
+        }
         if let Some((done, at)) = transformed {
             let span = at.duration_since(first_sent).as_secs_f64();
             println!(
@@ -201,6 +211,18 @@ fn main() {
             );
         }
     });
+}
+
+/// User + system CPU seconds of this process so far (Linux `/proc/self/stat`; `None` elsewhere).
+fn process_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th of the line.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // Clock ticks; 100 per second on every Linux this runs on (`getconf CLK_TCK`).
+    Some((utime + stime) / 100.0)
 }
 
 /// Polls the log until it holds a `transform.completed` for each of `acked` messages (or a minute passes);

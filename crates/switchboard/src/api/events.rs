@@ -374,7 +374,7 @@ fn push_csv_row(out: &mut String, e: &Event) {
         opt(&e.message_control_id),
         opt(&e.resource_type),
         opt(&e.resource_id),
-        e.data.get().to_string(),
+        e.served_data().get().to_string(),
         e.metadata
             .as_ref()
             .map(|m| m.get().to_string())

@@ -4,15 +4,18 @@
 //! `seq`, and stores it as an [`Event`]. Event types are validated once, by [`EventType::parse`], so the rest of
 //! the crate never sees an unchecked type name.
 
+mod derived;
 mod pattern;
 mod types;
 
+pub use derived::structured_view_len;
 pub use pattern::{any_matches, Pattern, PatternError};
 pub use types::{EventType, EventTypeError, Source, BUILTIN_EVENT_TYPES};
 
 pub use crate::store::{ResourceWrite, WriteAction};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -40,7 +43,10 @@ pub struct NewEvent {
 }
 
 /// A stored event: a [`NewEvent`] plus the id, timestamp and position the hub gave it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+///
+/// It is published as JSON by its `Serialize` (below), which serves `data` with what is derived on read (see
+/// [`derived`]); `data` itself is what the log stores.
+#[derive(Debug, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     #[schema(value_type = String, format = Uuid)]
@@ -78,6 +84,11 @@ pub struct Event {
 }
 
 impl Event {
+    /// `data` as it is published: the stored data plus what is derived from it when served.
+    pub fn served_data(&self) -> Cow<'_, RawValue> {
+        derived::served_data(&self.event_type, self.source, &self.data)
+    }
+
     /// Builds the stored form of `new`; `seq` is filled in by the store when the batch commits.
     pub fn from_new(new: NewEvent, id: Uuid, timestamp: Timestamp) -> Self {
         Event {
@@ -98,6 +109,52 @@ impl Event {
             idempotency_key: new.idempotency_key,
             write: new.write,
         }
+    }
+}
+
+/// The published form of an [`Event`]: its fields as the schema above names them, with `data` as served.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Published<'a> {
+    id: &'a Uuid,
+    seq: i64,
+    spec_version: &'static str,
+    event_type: &'a EventType,
+    #[serde(serialize_with = "serialize_timestamp")]
+    timestamp: Timestamp,
+    org_id: &'a str,
+    source: Source,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_control_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_id: Option<&'a str>,
+    data: Cow<'a, RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<&'a RawValue>,
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Published {
+            id: &self.id,
+            seq: self.seq,
+            spec_version: self.spec_version,
+            event_type: &self.event_type,
+            timestamp: self.timestamp,
+            org_id: &self.org_id,
+            source: self.source,
+            message_type: self.message_type.as_deref(),
+            message_control_id: self.message_control_id.as_deref(),
+            resource_type: self.resource_type.as_deref(),
+            resource_id: self.resource_id.as_deref(),
+            data: self.served_data(),
+            metadata: self.metadata.as_deref(),
+        }
+        .serialize(s)
     }
 }
 

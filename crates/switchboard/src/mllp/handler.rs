@@ -13,7 +13,7 @@
 //! `stage_events = false` only `hl7.received` (and `hl7.error`) are emitted. The org of every event is the
 //! listener's, or the one the facility table gives for MSH-4.
 
-use super::payload::{Failure, Received, Stage};
+use super::payload::{Failure, NoView, Received, Stage};
 use super::server::ListenerCtx;
 use crate::event::NewEvent;
 use serde::Serialize;
@@ -70,19 +70,16 @@ async fn handle_parsed(ctx: &ListenerCtx, peer: &str, bytes: usize, msg: &Messag
     let max = ctx.hub.config().max_event_bytes;
     let mut events = Vec::with_capacity(3);
     match head.event(&ctx.types.received, &received) {
-        Ok(e) if e.size() <= max => events.push(e),
+        Ok(e) if e.size() <= max && view_fits(msg, e.size(), max) => events.push(e),
+        Ok(e) if e.size() <= max => {
+            // Too big with its structured view (derived when served): keep the raw message only.
+            received.message = Some(NoView);
+            events.extend(head.event(&ctx.types.received, &received).ok().or(Some(e)));
+        }
         _ => {
-            // Too big with its structured view: keep the raw message only.
-            received.message = None;
-            match head.event(&ctx.types.received, &received) {
-                Ok(e) if e.size() <= max => events.push(e),
-                _ => {
-                    let text = format!(
-                        "message of {bytes} bytes is larger than the event limit of {max} bytes"
-                    );
-                    return reject_unstored(ctx, peer, &head, Source::Parsed(msg), &text).await;
-                }
-            }
+            let text =
+                format!("message of {bytes} bytes is larger than the event limit of {max} bytes");
+            return reject_unstored(ctx, peer, &head, Source::Parsed(msg), &text).await;
         }
     }
     if ctx.settings.stage_events {
@@ -259,6 +256,14 @@ pub(crate) async fn frame_error(
         ack: Some(ack),
         committed,
     }
+}
+
+/// Whether the event of `stored` bytes, served with the structured view of `msg`, stays within `max`. The view
+/// is at most 12 times the message (a field of empty repetitions, `~|`, is 24 bytes of JSON), so only messages
+/// over a sixteenth of the limit are measured.
+fn view_fits(msg: &Message, stored: usize, max: usize) -> bool {
+    stored.saturating_mul(16) <= max
+        || stored.saturating_add(crate::event::structured_view_len(msg)) <= max
 }
 
 enum Source<'a> {

@@ -1,7 +1,8 @@
 //! The `data` of the events the MLLP listener emits, serialized straight from borrowed values.
 //!
-//! * `hl7.received`: the raw message and its structured view (see `switchboard_hl7::message::json`), plus the
-//!   header fields most often filtered on, the peer and the listener.
+//! * `hl7.received`: the raw message, the header fields most often filtered on, the peer and the listener. Its
+//!   structured view (`message`, see `switchboard_hl7::message::json`) is not stored: it is derived from `raw`
+//!   whenever the event is served (`crate::event::derived`); `message: null` is stored when there is no view.
 //! * `hl7.parsed` / `hl7.validated`: small markers (the raw message is in `hl7.received`).
 //! * `hl7.error`: the stage that failed (`frame`, `parse`, `validate`, `store`), the error, its HL7 table 0357
 //!   condition and the ACK code sent; for frame errors the first bytes of the dropped frame.
@@ -10,7 +11,6 @@
 use base64::Engine;
 use serde::Serialize;
 use std::borrow::Cow;
-use switchboard_hl7::message::json::JsonView;
 use switchboard_hl7::Message;
 
 #[derive(Serialize)]
@@ -23,8 +23,10 @@ pub(crate) struct Received<'a> {
     /// The exact bytes, base64, only when `raw` could not represent them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw_base64: Option<String>,
-    /// `null` when the message could not be parsed.
-    pub message: Option<JsonView<'a>>,
+    /// Left out (derived when served) for a parsed message; `null` when the message could not be parsed or its
+    /// view would not fit in an event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<NoView>,
     pub sending_application: Option<Cow<'a, str>>,
     pub sending_facility: Option<Cow<'a, str>>,
     pub receiving_application: Option<Cow<'a, str>>,
@@ -43,7 +45,7 @@ impl<'a> Received<'a> {
             peer,
             raw: Cow::Borrowed(msg.raw()),
             raw_base64: None,
-            message: Some(msg.json_view()),
+            message: None,
             sending_application: msg.sending_application(),
             sending_facility: msg.sending_facility(),
             receiving_application: msg.receiving_application(),
@@ -69,7 +71,7 @@ impl<'a> Received<'a> {
             peer,
             raw,
             raw_base64,
-            message: None,
+            message: Some(NoView),
             sending_application: peek.sending_application.as_deref().map(Cow::Borrowed),
             sending_facility: peek.sending_facility.as_deref().map(Cow::Borrowed),
             receiving_application: None,
@@ -81,6 +83,10 @@ impl<'a> Received<'a> {
         }
     }
 }
+
+/// `message: null`: the event has no structured view.
+#[derive(Serialize)]
+pub(crate) struct NoView;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
