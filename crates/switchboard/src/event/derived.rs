@@ -20,7 +20,11 @@ use switchboard_hl7::Message;
 const RECEIVED: &str = "hl7.received";
 
 /// `data` as it is served: the stored data, plus whatever is derived from it.
-pub fn served_data<'a>(event_type: &EventType, source: Source, data: &'a RawValue) -> Cow<'a, RawValue> {
+pub fn served_data<'a>(
+    event_type: &EventType,
+    source: Source,
+    data: &'a RawValue,
+) -> Cow<'a, RawValue> {
     if source != Source::MllpServer || event_type.as_str() != RECEIVED {
         return Cow::Borrowed(data);
     }
@@ -100,12 +104,14 @@ mod tests {
     }
 
     fn served(data: &RawValue, source: Source) -> Value {
-        serde_json::from_str(served_data(&received_type(), source, data).get()).expect("served JSON")
+        serde_json::from_str(served_data(&received_type(), source, data).get())
+            .expect("served JSON")
     }
 
     #[test]
     fn the_view_is_derived_from_raw_when_not_stored() {
-        let data = stored(&serde_json::json!({"listener": "default", "raw": ADT, "bytes": ADT.len()}));
+        let data =
+            stored(&serde_json::json!({"listener": "default", "raw": ADT, "bytes": ADT.len()}));
         let out = served(&data, Source::MllpServer);
         let expected = Message::parse_str(ADT).expect("parse").to_json();
         assert_eq!(out["message"], expected);
@@ -145,7 +151,8 @@ mod tests {
     #[test]
     fn latin1_text_is_not_decoded_twice() {
         // `raw` is already decoded: the view must show the same characters, not a second decoding of them.
-        let text = "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5|||||8859/1\rPID|1||1||MÜLLER^JOSÉ\r";
+        let text =
+            "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5|||||8859/1\rPID|1||1||MÜLLER^JOSÉ\r";
         let data = stored(&serde_json::json!({"raw": text}));
         let out = served(&data, Source::MllpServer);
         assert_eq!(out["message"]["segments"][1]["fields"][4][0], "MÜLLER");

@@ -138,6 +138,34 @@ async fn oversized_frames_get_a_nak_and_the_connection_closes() {
     assert_eq!(msa(&peer.ack().await).0, "AA");
 }
 
+/// The structured view is derived when an event is served, so the event limit applies to the event as served:
+/// a message that fits but whose view would not is stored and served without the view (`message: null`).
+#[tokio::test]
+async fn a_message_whose_view_is_too_large_is_stored_without_it() {
+    let app = mllp_app(|c| c.hub.max_event_bytes = 8192).await;
+    let key = app.org_key(ORG).await;
+    let mut peer = Peer::connect(app.mllp()).await;
+
+    // 3,000 empty repetitions: 3 KB of HL7, over 9 KB of JSON view.
+    let mut wide = adt("WIDE-1");
+    wide.extend_from_slice(b"NTE|1||");
+    wide.extend(std::iter::repeat_n(b'~', 3000));
+    wide.push(b'\r');
+    peer.send(&wide).await;
+    assert_eq!(msa(&peer.ack().await), ("AA".into(), "WIDE-1".into()));
+    peer.send(&adt("NARROW-1")).await;
+    assert_eq!(msa(&peer.ack().await), ("AA".into(), "NARROW-1".into()));
+
+    let received = history(&app, &key, "eventType=hl7.received").await;
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0]["messageControlId"], "WIDE-1");
+    assert!(received[0]["data"]["message"].is_null());
+    assert!(received[0]["data"]["raw"]
+        .as_str()
+        .is_some_and(|r| r.contains("NTE|1||~~~")));
+    assert_eq!(received[1]["data"]["message"]["segments"][2]["name"], "PID");
+}
+
 #[tokio::test]
 async fn disconnect_mid_frame_is_recorded_and_the_server_keeps_serving() {
     let app = mllp_app(|_| {}).await;
