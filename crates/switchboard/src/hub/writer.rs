@@ -1,8 +1,8 @@
 //! The single writer: pipelined group commit of queued events.
 //!
 //! Two stages, both in commit order:
-//! 1. **commit** — take everything queued (up to `max_events`), optionally linger to fill the batch, stamp ids
-//!    and timestamps, and commit the batch in one store transaction ([`crate::store::Store::commit`]);
+//! 1. **commit** — take everything queued (up to `max_events`), keep gathering while more keeps arriving (or
+//!    linger, if configured, to fill the batch), stamp ids and timestamps, and commit the batch in one store transaction ([`crate::store::Store::commit`]);
 //! 2. **acknowledge** — wait until the store has made that commit durable ([`crate::store::Store::sync`]: one
 //!    fsync covers every commit before it), then answer every emitter and publish the batch.
 //!
@@ -21,6 +21,9 @@ use uuid::Uuid;
 
 /// Committed batches waiting for their fsync; beyond this the commit stage waits (backpressure).
 const PIPELINE_DEPTH: usize = 32;
+
+/// How long the writer keeps gathering a batch while events keep arriving (see [`Writer::gather`]).
+const GATHER_WINDOW: Duration = Duration::from_micros(500);
 
 pub(super) struct Writer {
     pub receiver: mpsc::Receiver<Pending>,
@@ -103,6 +106,8 @@ impl Writer {
             }
             if !self.linger.is_zero() {
                 self.fill(&mut pending).await;
+            } else {
+                self.gather(&mut pending).await;
             }
             metrics::gauge!("switchboard_emit_queue_depth").set(self.receiver.len() as f64);
             let committed = self.commit(&mut pending, permit).await;
@@ -119,6 +124,27 @@ impl Writer {
         }
         tracing::info!(head = self.head, "event writer stopped");
         self.done.cancel();
+    }
+
+    /// Without a configured linger: keep taking events while they keep arriving, for at most [`GATHER_WINDOW`].
+    /// Each round yields to the emitters first; a round that brings nothing ends the batch, so an idle hub
+    /// commits at once and a busy one commits fewer, larger batches (a commit's cost is mostly per page, not per
+    /// event: 60 events cost about twice 12, not five times).
+    async fn gather(&mut self, pending: &mut Vec<Pending>) {
+        let deadline = Instant::now() + GATHER_WINDOW;
+        while pending.len() < self.max_events && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+            let before = pending.len();
+            while pending.len() < self.max_events {
+                match self.receiver.try_recv() {
+                    Ok(next) => pending.push(next),
+                    Err(_) => break,
+                }
+            }
+            if pending.len() == before {
+                break;
+            }
+        }
     }
 
     async fn fill(&mut self, pending: &mut Vec<Pending>) {
