@@ -43,9 +43,8 @@ pub struct NewEvent {
 }
 
 /// A stored event: a [`NewEvent`] plus the id, timestamp and position the hub gave it.
-///
-/// It is published as JSON by its `Serialize` (below), which serves `data` with what is derived on read (see
-/// [`derived`]); `data` itself is what the log stores.
+// Published by the hand-written `Serialize` below, which serves `data` with what is derived on read (see
+// `derived`); the field itself holds what the log stores. The serde attributes here only shape the schema.
 #[derive(Debug, Clone, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
