@@ -475,6 +475,51 @@ async fn cursors_keys_and_audit() {
     store.ping().await.expect("ping");
 }
 
+/// A listener records audit rows in groups of thousands; every row comes back with every field, whatever the
+/// backend's way of batching the inserts (SQLite writes 32 rows per statement, so 70 is two full statements and
+/// a remainder).
+#[tokio::test]
+async fn a_large_audit_group_round_trips_every_row() {
+    let (store, _dir) = fresh().await;
+    let entries: Vec<AuditEntry> = (0..70i64)
+        .map(|i| AuditEntry {
+            timestamp: Timestamp(1_700_000_000_000_000 + i),
+            actor: (i % 3 != 0).then(|| format!("actor-{i}")),
+            org_id: Some(if i % 2 == 0 { "org-a" } else { "org-b" }.into()),
+            action: "event.emit".into(),
+            target: format!("target-{i}"),
+            outcome: "committed".into(),
+            detail: (i % 5 != 0).then(|| format!("detail-{i}")),
+        })
+        .collect();
+    store
+        .record_audit(entries.clone(), Some(("big-auditor".into(), 70)))
+        .await
+        .expect("record");
+    assert_eq!(
+        store.load_cursor("big-auditor").await.expect("cursor"),
+        Some(70)
+    );
+    let mut back = store
+        .query_audit(&AuditQuery {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    back.reverse(); // newest first
+    assert_eq!(back.len(), 70);
+    for (want, got) in entries.iter().zip(&back) {
+        assert_eq!(got.timestamp, want.timestamp);
+        assert_eq!(got.actor, want.actor);
+        assert_eq!(got.org_id, want.org_id);
+        assert_eq!(got.action, want.action);
+        assert_eq!(got.target, want.target);
+        assert_eq!(got.outcome, want.outcome);
+        assert_eq!(got.detail, want.detail);
+    }
+}
+
 fn fhir_write(
     org: &str,
     id: &str,
