@@ -2,7 +2,8 @@
 //!
 //! Two stages, both in commit order:
 //! 1. **commit** — take everything queued (up to `max_events`), keep gathering while more keeps arriving (or
-//!    linger, if configured, to fill the batch), stamp ids and timestamps, and commit the batch in one store transaction ([`crate::store::Store::commit`]);
+//!    linger, if configured, to fill the batch), stamp ids and timestamps, and commit the batch in one store
+//!    transaction ([`crate::store::Store::commit`]);
 //! 2. **acknowledge** — wait until the store has made that commit durable ([`crate::store::Store::sync`]: one
 //!    fsync covers every commit before it), then answer every emitter and publish the batch.
 //!

@@ -74,7 +74,7 @@ async fn handle_parsed(ctx: &ListenerCtx, peer: &str, bytes: usize, msg: &Messag
         Ok(e) if e.size() <= max => {
             // Too big with its structured view (derived when served): keep the raw message only.
             received.message = Some(NoView);
-            events.extend(head.event(&ctx.types.received, &received).ok().or(Some(e)));
+            events.push(head.event(&ctx.types.received, &received).unwrap_or(e));
         }
         _ => {
             let text =
