@@ -7,7 +7,7 @@
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::hub::{spawn_durable, Hub};
-use crate::listeners::{AuditLogger, MetricsCollector, TaskCreator, Transformer};
+use crate::listeners::{MetricsCollector, TaskCreator, Transformer};
 use crate::{auth, mllp, realtime, retention, store};
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -102,11 +102,6 @@ pub async fn run(
 
     let background = CancellationToken::new();
     let mut tasks = vec![
-        spawn_durable(
-            &hub,
-            Arc::new(AuditLogger::new(Arc::clone(&store))),
-            background.clone(),
-        ),
         spawn_durable(&hub, Arc::new(MetricsCollector), background.clone()),
         tokio::spawn(retention::run(
             Arc::clone(&store),

@@ -8,7 +8,7 @@
 //! - [`hub`]: `emit`, the group-commit writer, live and durable listeners.
 //! - [`store`]: the storage trait and the SQLite backend.
 //! - [`api`]: the axum HTTP API and its error type.
-//! - [`listeners`]: built-in durable listeners (audit logger, metrics collector).
+//! - [`listeners`]: built-in durable listeners (metrics collector, transformer, task creator, FHIR sync).
 //! - [`mllp`]: HL7 v2 over MLLP: the listener (a source) and the sender.
 //! - [`realtime`]: live push to screens: Socket.IO rooms and Server-Sent Events.
 //! - [`app`]: `run(config, listeners, shutdown)`, startup and graceful shutdown.

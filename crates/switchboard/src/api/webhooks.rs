@@ -164,7 +164,7 @@ async fn audit(state: &AppState, caller: &Caller, org: &str, action: &str, targe
         outcome: "ok".into(),
         detail: None,
     };
-    if let Err(err) = state.store.record_audit(vec![entry], None).await {
+    if let Err(err) = state.store.record_audit(vec![entry]).await {
         tracing::error!(error = %err, action, "cannot write the audit row of a webhook change");
     }
 }

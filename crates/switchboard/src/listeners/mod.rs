@@ -1,13 +1,12 @@
-//! Built-in durable listeners (sinks that live in the process): the audit logger, the metrics collector, the
-//! HL7 → FHIR transformer and the task creator.
+//! Built-in durable listeners (sinks that live in the process): the metrics collector, the HL7 → FHIR
+//! transformer, the task creator and the FHIR sync. (Emissions need no audit listener: each event in the log is its
+//! own audit entry, see `store::EMIT_ACTION`.)
 
-pub mod audit;
 pub mod fhir_sync;
 pub mod metrics;
 pub mod task_creator;
 pub mod transformer;
 
-pub use audit::AuditLogger;
 pub use fhir_sync::{FhirSync, FhirSyncConfig};
 pub use metrics::MetricsCollector;
 pub use task_creator::TaskCreator;

@@ -13,7 +13,8 @@ pub mod webhooks;
 
 pub use records::{
     ApiKeyRecord, AuditEntry, AuditQuery, EventCursor, EventQuery, Order, ResourcePage,
-    ResourceWrite, StoredResource, WriteAction,
+    ResourceWrite, StoredResource, WriteAction, EMISSIONS_STORED_THROUGH, EMIT_ACTION,
+    EMIT_OUTCOME,
 };
 pub use webhooks::{OutboxEntry, WebhookStore};
 
@@ -176,7 +177,9 @@ pub trait Store: Send + Sync + 'static {
         after: i64,
     ) -> StoreResult<Vec<Event>>;
 
-    /// Deletes up to `limit` events older than `cutoff`, oldest first; returns how many were deleted.
+    /// Deletes up to `limit` events older than `cutoff`, oldest first; returns how many were deleted. In the same
+    /// transaction it first writes their emission audit entries into `audit_log` and moves
+    /// [`EMISSIONS_STORED_THROUGH`] past them, so the audit trail keeps every emission.
     async fn purge_events_before(&self, cutoff: Timestamp, limit: usize) -> StoreResult<u64>;
 
     async fn load_cursor(&self, listener: &str) -> StoreResult<Option<i64>>;
@@ -203,13 +206,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn any_admin_key(&self) -> StoreResult<bool>;
 
-    /// Writes audit rows and, in the same transaction, the cursor of the listener that produced them.
-    async fn record_audit(
-        &self,
-        entries: Vec<AuditEntry>,
-        cursor: Option<(String, i64)>,
-    ) -> StoreResult<()>;
+    /// Writes audit rows in one transaction.
+    async fn record_audit(&self, entries: Vec<AuditEntry>) -> StoreResult<()>;
 
+    /// Audit entries, newest first: the rows of `audit_log` and, unless the query names another action, one
+    /// [`EMIT_ACTION`] entry per event in the log after [`EMISSIONS_STORED_THROUGH`], read in one snapshot.
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
 
     /// The current version of a FHIR resource of an org (deleted ones included, flagged).

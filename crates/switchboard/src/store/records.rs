@@ -84,6 +84,17 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// The audit action of an event emission. Emissions are not written to `audit_log` as they happen: every event in
+/// the log is its own audit entry (when, who, org, which event, its type), which `query_audit` reads beside the
+/// rows. The entry exists exactly when the event is committed, and costs the hot path nothing. Retention, before
+/// it deletes events, writes their entries into `audit_log`, so the audit trail outlives the events.
+pub const EMIT_ACTION: &str = "event.emit";
+/// The outcome of an emission entry.
+pub const EMIT_OUTCOME: &str = "committed";
+/// The listener cursor through which emissions are rows in `audit_log` (and so are not read from the log): moved by
+/// retention as it deletes events. Earlier releases wrote those rows from a durable listener of this name.
+pub const EMISSIONS_STORED_THROUGH: &str = "audit-logger";
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
     pub org_id: Option<String>,
@@ -91,6 +102,13 @@ pub struct AuditQuery {
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
     pub limit: usize,
+}
+
+impl AuditQuery {
+    /// Whether the answer includes emissions read from the event log.
+    pub fn wants_emissions(&self) -> bool {
+        self.action.as_deref().is_none_or(|a| a == EMIT_ACTION)
+    }
 }
 
 /// A FHIR resource write that the store applies in the same transaction as the event carrying it. The store

@@ -10,13 +10,16 @@ use crate::kill::start_server;
 use crate::realtime::node::SocketIoClients;
 use crate::realtime::sse::SseReader;
 use crate::webhooks::{allow_local, subscribe, Behaviour, TestReceiver};
+use async_trait::async_trait;
 use serde_json::{json, Value};
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchboard::event::{EventType, NewEvent, Pattern, Source};
-use switchboard::hub::{Hub, HubConfig, ListenerSpec};
+use switchboard::event::{Event, EventType, NewEvent, Pattern, Source};
+use switchboard::hub::{spawn_durable, DurableHandler, Hub, HubConfig, ListenerSpec};
 use switchboard::store;
 use switchboard::Config;
+use tokio_util::sync::CancellationToken;
 
 fn postgres_only(test: &str) -> bool {
     if !is_postgres() {
@@ -238,50 +241,118 @@ async fn a_subscription_gets_each_event_once_whichever_instance_commits_it() {
     );
 }
 
+/// A durable listener that records which instance handled which event.
+struct Tally {
+    instance: &'static str,
+    seen: Arc<Mutex<Vec<(&'static str, i64)>>>,
+}
+
+#[async_trait]
+impl DurableHandler for Tally {
+    fn name(&self) -> &str {
+        "tally"
+    }
+
+    fn patterns(&self) -> Vec<Pattern> {
+        vec![Pattern::parse("custom.multi").expect("pattern")]
+    }
+
+    async fn handle(&self, events: &[Arc<Event>], _through: i64) -> anyhow::Result<()> {
+        let mut seen = self.seen.lock().expect("lock");
+        seen.extend(events.iter().map(|e| (self.instance, e.seq)));
+        Ok(())
+    }
+}
+
+/// Waits until `n` events were handled (or 15 s); returns what was handled.
+async fn tally_of(seen: &Mutex<Vec<(&'static str, i64)>>, n: usize) -> Vec<(&'static str, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen.lock().expect("lock").len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Anything handled twice would show up a moment later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    seen.lock().expect("lock").clone()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_listener_runs_on_one_instance_and_fails_over() {
     if !postgres_only("listener_failover") {
         return;
     }
-    let (a, b) = two_instances(quiet).await;
-    let key = a.org_key("org-audit").await;
-    // Both run the audit logger; only the lease holder writes, so each event is audited once.
+    let url = postgres_url();
+    let hub_a = Hub::start(store::open(&url).await.expect("a"), HubConfig::default())
+        .await
+        .expect("hub a");
+    let hub_b = Hub::start(store::open(&url).await.expect("b"), HubConfig::default())
+        .await
+        .expect("hub b");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let runner_a = spawn_durable(
+        &hub_a,
+        Arc::new(Tally {
+            instance: "a",
+            seen: Arc::clone(&seen),
+        }),
+        stop_a.clone(),
+    );
+    let runner_b = spawn_durable(
+        &hub_b,
+        Arc::new(Tally {
+            instance: "b",
+            seen: Arc::clone(&seen),
+        }),
+        stop_b.clone(),
+    );
+    // Both run the listener; only the lease holder handles events, so each is handled once.
     for n in 0..10 {
-        publish_n(&b, &key, "custom.audited", n).await;
+        hub_b.emit(custom(n)).await.expect("emit");
     }
-    let audited = wait_for_audit(&a, 10).await;
-    assert_eq!(audited, 10, "audited once each");
+    let first = tally_of(&seen, 10).await;
+    let seqs: HashSet<i64> = first.iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(
+        (first.len(), seqs.len()),
+        (10, 10),
+        "handled once each: {first:?}"
+    );
+    let holder = first[0].0;
+    assert!(
+        first.iter().all(|(i, _)| *i == holder),
+        "one instance handled them: {first:?}"
+    );
 
-    // Stop A (it may hold the lease): B takes the listener over and audits what follows.
-    a.stop().await;
+    // Stop the holder's listener: the other takes the lease over and handles what follows.
+    let (stopped, standby, other) = if holder == "a" {
+        (runner_a, runner_b, "b")
+    } else {
+        (runner_b, runner_a, "a")
+    };
+    if holder == "a" {
+        stop_a.cancel()
+    } else {
+        stop_b.cancel()
+    }
+    stopped.await.expect("stopped runner");
     for n in 10..20 {
-        publish_n(&b, &key, "custom.audited", n).await;
+        hub_a.emit(custom(n)).await.expect("emit");
     }
-    assert_eq!(wait_for_audit(&b, 20).await, 20, "B took over the listener");
-}
-
-/// Waits until `n` audit rows of `event.emit` exist for custom.audited (or 15 s), and returns the count.
-async fn wait_for_audit(app: &TestApp, n: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = app
-            .client
-            .get(app.url("/api/audit?action=event.emit&limit=1000"))
-            .bearer_auth(&app.admin_token)
-            .send()
-            .await
-            .expect("audit");
-        let body: Value = r.json().await.expect("json");
-        let count = body
-            .as_array()
-            .map(|a| a.iter().filter(|e| e["detail"] == "custom.audited").count())
-            .unwrap_or(0);
-        if count >= n || Instant::now() > deadline {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            return count;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let all = tally_of(&seen, 20).await;
+    let seqs: HashSet<i64> = all.iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(
+        (all.len(), seqs.len()),
+        (20, 20),
+        "handled once each: {all:?}"
+    );
+    assert!(
+        all[10..].iter().all(|(i, _)| *i == other),
+        "{other} took the listener over: {all:?}"
+    );
+    stop_a.cancel();
+    stop_b.cancel();
+    standby.await.expect("runner");
+    hub_a.shutdown().await;
+    hub_b.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -440,20 +440,12 @@ async fn cursors_keys_and_audit() {
     assert!(store.find_api_key(&[1; 32]).await.expect("find").is_none());
 
     store
-        .record_audit(
-            vec![
-                audit("event.emit", Some("org-a")),
-                audit("event.emit", Some("org-b")),
-            ],
-            Some(("auditor".into(), 42)),
-        )
+        .record_audit(vec![
+            audit("event.emit", Some("org-a")),
+            audit("event.emit", Some("org-b")),
+        ])
         .await
         .expect("record");
-    assert_eq!(
-        store.load_cursor("auditor").await.expect("load"),
-        Some(42),
-        "cursor saved with the rows"
-    );
     let org_a = store
         .query_audit(&AuditQuery {
             org_id: Some("org-a".into()),
@@ -475,9 +467,8 @@ async fn cursors_keys_and_audit() {
     store.ping().await.expect("ping");
 }
 
-/// A listener records audit rows in groups of thousands; every row comes back with every field, whatever the
-/// backend's way of batching the inserts (SQLite writes 32 rows per statement, so 70 is two full statements and
-/// a remainder).
+/// A large group of audit rows comes back row by row with every field, whatever the backend's way of batching the
+/// inserts (SQLite writes 32 rows per statement, so 70 is two full statements and a remainder).
 #[tokio::test]
 async fn a_large_audit_group_round_trips_every_row() {
     let (store, _dir) = fresh().await;
@@ -492,14 +483,7 @@ async fn a_large_audit_group_round_trips_every_row() {
             detail: (i % 5 != 0).then(|| format!("detail-{i}")),
         })
         .collect();
-    store
-        .record_audit(entries.clone(), Some(("big-auditor".into(), 70)))
-        .await
-        .expect("record");
-    assert_eq!(
-        store.load_cursor("big-auditor").await.expect("cursor"),
-        Some(70)
-    );
+    store.record_audit(entries.clone()).await.expect("record");
     let mut back = store
         .query_audit(&AuditQuery {
             limit: 1000,
@@ -518,6 +502,230 @@ async fn a_large_audit_group_round_trips_every_row() {
         assert_eq!(got.outcome, want.outcome);
         assert_eq!(got.detail, want.detail);
     }
+}
+
+fn audit_row(action: &str, org: &str, ts: i64) -> AuditEntry {
+    AuditEntry {
+        timestamp: Timestamp(ts),
+        actor: Some("admin".into()),
+        org_id: Some(org.into()),
+        action: action.into(),
+        target: "t".into(),
+        outcome: "committed".into(),
+        detail: None,
+    }
+}
+
+fn audit_query(org: Option<&str>, action: Option<&str>) -> AuditQuery {
+    AuditQuery {
+        org_id: org.map(Into::into),
+        action: action.map(Into::into),
+        limit: 1000,
+        ..Default::default()
+    }
+}
+
+/// Every event in the log is its own `event.emit` audit entry, answered with the stored rows, newest first, and
+/// filtered like them.
+#[tokio::test]
+async fn events_are_audit_entries_beside_the_stored_rows() {
+    let (store, _dir) = fresh().await;
+    let mut by_source = ev("custom.a", "org-a", 1_000);
+    by_source.actor = None;
+    let stored = append(
+        &store,
+        vec![
+            by_source,
+            ev("custom.b", "org-b", 2_000),
+            ev("custom.c", "org-a", 4_000),
+        ],
+    )
+    .await;
+    let mut key_created = audit_row("key.create", "org-a", 3_000);
+    key_created.target = "k1".into();
+    store.record_audit(vec![key_created]).await.expect("record");
+
+    let all = store
+        .query_audit(&audit_query(None, None))
+        .await
+        .expect("audit");
+    let seen: Vec<(i64, &str, &str)> = all
+        .iter()
+        .map(|e| (e.timestamp.0, e.action.as_str(), e.target.as_str()))
+        .collect();
+    let (a, b, c) = (
+        stored[0].id.to_string(),
+        stored[1].id.to_string(),
+        stored[2].id.to_string(),
+    );
+    assert_eq!(
+        seen,
+        vec![
+            (4_000, "event.emit", c.as_str()),
+            (3_000, "key.create", "k1"),
+            (2_000, "event.emit", b.as_str()),
+            (1_000, "event.emit", a.as_str()),
+        ],
+        "newest first, the event ids as the API writes them"
+    );
+    let first = &all[3];
+    assert_eq!(
+        first.actor.as_deref(),
+        Some("api"),
+        "the source when no actor"
+    );
+    assert_eq!(first.org_id.as_deref(), Some("org-a"));
+    assert_eq!(first.outcome, "committed");
+    assert_eq!(
+        first.detail.as_deref(),
+        Some("custom.a"),
+        "the event type, never data"
+    );
+    assert_eq!(all[0].actor.as_deref(), Some("tester"));
+
+    let org_a = store
+        .query_audit(&audit_query(Some("org-a"), None))
+        .await
+        .expect("audit");
+    assert_eq!(org_a.len(), 3);
+    assert!(org_a.iter().all(|e| e.org_id.as_deref() == Some("org-a")));
+    let emits = store
+        .query_audit(&audit_query(Some("org-a"), Some("event.emit")))
+        .await
+        .expect("audit");
+    assert_eq!(emits.len(), 2);
+    let keys = store
+        .query_audit(&audit_query(None, Some("key.create")))
+        .await
+        .expect("audit");
+    assert_eq!(keys.len(), 1, "another action reads no events");
+    let window = store
+        .query_audit(&AuditQuery {
+            from: Some(Timestamp(2_000)),
+            to: Some(Timestamp(4_000)),
+            ..audit_query(None, None)
+        })
+        .await
+        .expect("audit");
+    assert_eq!(
+        window.iter().map(|e| e.timestamp.0).collect::<Vec<_>>(),
+        vec![3_000, 2_000],
+        "from inclusive, to exclusive"
+    );
+    let newest = store
+        .query_audit(&AuditQuery {
+            limit: 2,
+            ..audit_query(None, None)
+        })
+        .await
+        .expect("audit");
+    assert_eq!(
+        newest.iter().map(|e| e.timestamp.0).collect::<Vec<_>>(),
+        vec![4_000, 3_000]
+    );
+}
+
+/// Retention deletes events but not their audit entries: each purge writes them as rows first, so every emission
+/// is answered exactly once before, between and after purges; emissions already written as rows (by earlier
+/// releases, through the `audit-logger` cursor) are not answered twice either.
+#[tokio::test]
+async fn purged_events_keep_their_audit_entries_once() {
+    let (store, _dir) = fresh().await;
+    let early = append(&store, (0..3).map(|i| ev("custom.x", "org-a", i)).collect()).await;
+    // An earlier release wrote rows for the first three events and moved its cursor.
+    let rows = early
+        .iter()
+        .map(|e| AuditEntry {
+            target: e.id.to_string(),
+            ..audit_row("event.emit", "org-a", e.timestamp.0)
+        })
+        .collect();
+    store.record_audit(rows).await.expect("record");
+    store
+        .save_cursor(store::EMISSIONS_STORED_THROUGH, early[2].seq)
+        .await
+        .expect("cursor");
+    let later = append(
+        &store,
+        (3..40).map(|i| ev("custom.x", "org-a", i)).collect(),
+    )
+    .await;
+    let ids: Vec<String> = early
+        .iter()
+        .chain(&later)
+        .map(|e| e.id.to_string())
+        .collect();
+    let emissions = |entries: Vec<AuditEntry>| {
+        let mut targets: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.action == "event.emit")
+            .map(|e| e.target)
+            .collect();
+        targets.sort();
+        targets
+    };
+    let mut want = ids.clone();
+    want.sort();
+    let query = audit_query(Some("org-a"), Some("event.emit"));
+    assert_eq!(
+        emissions(store.query_audit(&query).await.expect("audit")),
+        want
+    );
+
+    assert_eq!(
+        store
+            .purge_events_before(Timestamp(25), 10)
+            .await
+            .expect("purge"),
+        10
+    );
+    assert_eq!(
+        emissions(store.query_audit(&query).await.expect("audit")),
+        want
+    );
+    while store
+        .purge_events_before(Timestamp(25), 10)
+        .await
+        .expect("purge")
+        > 0
+    {}
+    assert_eq!(store.events_after(0, 100).await.expect("after").len(), 15);
+    assert_eq!(
+        emissions(store.query_audit(&query).await.expect("audit")),
+        want
+    );
+    assert_eq!(
+        store
+            .load_cursor(store::EMISSIONS_STORED_THROUGH)
+            .await
+            .expect("cursor"),
+        Some(later[21].seq),
+        "the cursor follows the purge"
+    );
+    let newer = append(&store, vec![ev("custom.x", "org-a", 50)]).await;
+    want.push(newer[0].id.to_string());
+    want.sort();
+    assert_eq!(
+        emissions(store.query_audit(&query).await.expect("audit")),
+        want
+    );
+    assert_eq!(
+        store
+            .purge_events_before(Timestamp(1_000), 100)
+            .await
+            .expect("purge"),
+        16
+    );
+    let all = store.query_audit(&query).await.expect("audit");
+    assert_eq!(
+        emissions(all.clone()),
+        want,
+        "an empty log keeps the whole trail"
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].timestamp >= w[1].timestamp),
+        "rows written by purges are in time order with the rest"
+    );
 }
 
 fn fhir_write(

@@ -3,7 +3,10 @@
 
 use super::events::{arg, refs, Params};
 use crate::event::Timestamp;
-use crate::store::{ApiKeyRecord, AuditEntry, AuditQuery, StoreError, StoreResult};
+use crate::store::{
+    ApiKeyRecord, AuditEntry, AuditQuery, StoreError, StoreResult, EMISSIONS_STORED_THROUGH,
+    EMIT_ACTION, EMIT_OUTCOME,
+};
 use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::Row;
 
@@ -179,11 +182,7 @@ async fn insert_audit<C: GenericClient>(client: &C, e: &AuditEntry) -> StoreResu
 }
 
 /// Writes audit rows in one multi-row insert and, in the same transaction, the listener's cursor.
-pub(super) async fn record_audit(
-    client: &mut Object,
-    entries: &[AuditEntry],
-    cursor: Option<(&str, i64)>,
-) -> StoreResult<()> {
+pub(super) async fn record_audit(client: &mut Object, entries: &[AuditEntry]) -> StoreResult<()> {
     let tx = client.transaction().await?;
     if !entries.is_empty() {
         let statement = tx
@@ -206,40 +205,59 @@ pub(super) async fn record_audit(
         )
         .await?;
     }
-    if let Some((name, seq)) = cursor {
-        save_cursor(&tx, name, seq).await?;
-    }
     tx.commit().await?;
     Ok(())
 }
 
+/// The emission audit entry of each selected event, in `audit_log`'s column order (see [`EMIT_ACTION`]).
+fn emission_columns() -> String {
+    format!(
+        "ts, COALESCE(actor, source), org_id, '{EMIT_ACTION}', id::text, '{EMIT_OUTCOME}', event_type"
+    )
+}
+
+/// Rows and emissions in one statement, so in one snapshot (a purge moving emissions into rows meanwhile cannot
+/// show one twice or not at all). Each filter's placeholder serves both halves.
 pub(super) async fn query_audit<C: GenericClient>(
     client: &C,
     q: &AuditQuery,
 ) -> StoreResult<Vec<AuditEntry>> {
-    let mut sql = String::from(
-        "SELECT ts, actor, org_id, action, target, outcome, detail FROM audit_log WHERE true",
-    );
     let mut params = Params::new();
+    let mut filters = String::new();
     if let Some(org) = &q.org_id {
-        sql.push_str(&format!(" AND org_id = {}", arg(&mut params, org.clone())));
-    }
-    if let Some(action) = &q.action {
-        sql.push_str(&format!(
-            " AND action = {}",
-            arg(&mut params, action.clone())
-        ));
+        filters.push_str(&format!(" AND org_id = {}", arg(&mut params, org.clone())));
     }
     if let Some(from) = q.from {
-        sql.push_str(&format!(" AND ts >= {}", arg(&mut params, from.0)));
+        filters.push_str(&format!(" AND ts >= {}", arg(&mut params, from.0)));
     }
     if let Some(to) = q.to {
-        sql.push_str(&format!(" AND ts < {}", arg(&mut params, to.0)));
+        filters.push_str(&format!(" AND ts < {}", arg(&mut params, to.0)));
     }
-    sql.push_str(&format!(
-        " ORDER BY ts DESC, id DESC LIMIT {}",
-        arg(&mut params, q.limit as i64)
-    ));
+    let action = match &q.action {
+        Some(action) => format!(" AND action = {}", arg(&mut params, action.clone())),
+        None => String::new(),
+    };
+    let limit = arg(&mut params, q.limit as i64);
+    let rows = format!(
+        "SELECT ts, actor, org_id, action, target, outcome, detail FROM audit_log WHERE true{filters}{action} \
+         ORDER BY ts DESC, id DESC LIMIT {limit}"
+    );
+    let sql = if q.wants_emissions() {
+        // As in the history: by time within an org (its index), by seq across orgs (the same order).
+        let order = if q.org_id.is_some() {
+            "ts DESC, seq DESC"
+        } else {
+            "seq DESC"
+        };
+        format!(
+            "({rows}) UNION ALL (SELECT {} FROM events WHERE seq > (SELECT COALESCE(MAX(seq), 0) \
+             FROM listener_cursors WHERE name = '{EMISSIONS_STORED_THROUGH}'){filters} ORDER BY {order} \
+             LIMIT {limit}) ORDER BY 1 DESC LIMIT {limit}",
+            emission_columns()
+        )
+    } else {
+        rows
+    };
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &refs(&params)).await?;
     rows.iter()
@@ -255,4 +273,47 @@ pub(super) async fn query_audit<C: GenericClient>(
             })
         })
         .collect()
+}
+
+/// Writes the emission entries of the events through `last` that are not rows yet into `audit_log`, and moves
+/// [`EMISSIONS_STORED_THROUGH`] to `last` (part of a retention purge, in its transaction). The cursor row is
+/// locked first, so instances purging at once take turns instead of writing an entry twice.
+pub(super) async fn store_emissions_through<C: GenericClient>(
+    client: &C,
+    last: i64,
+) -> StoreResult<()> {
+    let now = Timestamp::now().0;
+    let ensure = client
+        .prepare_cached(
+            "INSERT INTO listener_cursors (name, seq, updated_at) VALUES ($1, 0, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .await?;
+    client
+        .execute(&ensure, &[&EMISSIONS_STORED_THROUGH, &now])
+        .await?;
+    let lock = client
+        .prepare_cached("SELECT seq FROM listener_cursors WHERE name = $1 FOR UPDATE")
+        .await?;
+    let through: i64 = client
+        .query_one(&lock, &[&EMISSIONS_STORED_THROUGH])
+        .await?
+        .try_get(0)?;
+    if through >= last {
+        return Ok(());
+    }
+    let insert = client
+        .prepare_cached(&format!(
+            "INSERT INTO audit_log (ts, actor, org_id, action, target, outcome, detail) \
+             SELECT {} FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+            emission_columns()
+        ))
+        .await?;
+    client.execute(&insert, &[&through, &last]).await?;
+    let advance = client
+        .prepare_cached("UPDATE listener_cursors SET seq = $2, updated_at = $3 WHERE name = $1")
+        .await?;
+    client
+        .execute(&advance, &[&EMISSIONS_STORED_THROUGH, &last, &now])
+        .await?;
+    Ok(())
 }

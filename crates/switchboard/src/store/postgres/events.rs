@@ -402,8 +402,8 @@ fn push_filters(sql: &mut String, params: &mut Params, q: &EventQuery, org_colum
     }
 }
 
-pub(super) async fn purge_before<C: GenericClient>(
-    client: &C,
+pub(super) async fn purge_before(
+    client: &mut Object,
     cutoff: Timestamp,
     limit: usize,
 ) -> StoreResult<u64> {
@@ -417,12 +417,25 @@ pub(super) async fn purge_before<C: GenericClient>(
     if first_ts >= cutoff.0 {
         return Ok(0);
     }
-    let statement = client
-        .prepare_cached("DELETE FROM events WHERE seq < $1 AND ts < $2")
+    let tx = client.transaction().await?;
+    let last: Option<i64> = tx
+        .query_one(
+            "SELECT MAX(seq) FROM events WHERE seq < $1 AND ts < $2",
+            &[&(first_seq + limit as i64), &cutoff.0],
+        )
+        .await?
+        .try_get(0)?;
+    let Some(last) = last else {
+        return Ok(0);
+    };
+    // The audit trail outlives the events: their emission entries become rows before the events go.
+    super::admin::store_emissions_through(&tx, last).await?;
+    let statement = tx
+        .prepare_cached("DELETE FROM events WHERE seq <= $1 AND ts < $2")
         .await?;
-    Ok(client
-        .execute(&statement, &[&(first_seq + limit as i64), &cutoff.0])
-        .await?)
+    let deleted = tx.execute(&statement, &[&last, &cutoff.0]).await?;
+    tx.commit().await?;
+    Ok(deleted)
 }
 
 /// Decodes the event columns (in [`COLUMNS`] order) starting at column `at`.

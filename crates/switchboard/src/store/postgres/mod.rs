@@ -216,7 +216,7 @@ impl super::Store for PgStore {
         cutoff: crate::event::Timestamp,
         limit: usize,
     ) -> StoreResult<u64> {
-        events::purge_before(&self.client().await?, cutoff, limit).await
+        events::purge_before(&mut self.client().await?, cutoff, limit).await
     }
 
     async fn load_cursor(&self, listener: &str) -> StoreResult<Option<i64>> {
@@ -260,13 +260,8 @@ impl super::Store for PgStore {
         admin::any_admin_key(&self.client().await?).await
     }
 
-    async fn record_audit(
-        &self,
-        entries: Vec<super::AuditEntry>,
-        cursor: Option<(String, i64)>,
-    ) -> StoreResult<()> {
-        let cursor = cursor.as_ref().map(|(n, s)| (n.as_str(), *s));
-        admin::record_audit(&mut self.client().await?, &entries, cursor).await
+    async fn record_audit(&self, entries: Vec<super::AuditEntry>) -> StoreResult<()> {
+        admin::record_audit(&mut self.client().await?, &entries).await
     }
 
     async fn query_audit(&self, query: &super::AuditQuery) -> StoreResult<Vec<super::AuditEntry>> {

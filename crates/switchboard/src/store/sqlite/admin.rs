@@ -1,7 +1,10 @@
 //! Statements for everything that is not the event log: listener cursors, API keys and the audit log.
 
 use crate::event::Timestamp;
-use crate::store::{ApiKeyRecord, AuditEntry, AuditQuery, StoreError, StoreResult};
+use crate::store::{
+    ApiKeyRecord, AuditEntry, AuditQuery, StoreError, StoreResult, EMISSIONS_STORED_THROUGH,
+    EMIT_ACTION, EMIT_OUTCOME,
+};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -165,11 +168,7 @@ fn audit_params(e: &AuditEntry) -> [rusqlite::types::ToSqlOutput<'_>; 7] {
     ]
 }
 
-pub(super) fn record_audit(
-    conn: &mut Connection,
-    entries: &[AuditEntry],
-    cursor: Option<(&str, i64)>,
-) -> StoreResult<()> {
+pub(super) fn record_audit(conn: &mut Connection, entries: &[AuditEntry]) -> StoreResult<()> {
     let tx = conn.transaction()?;
     let mut chunks = entries.chunks_exact(AUDIT_ROWS_PER_INSERT);
     if chunks.len() > 0 {
@@ -182,39 +181,77 @@ pub(super) fn record_audit(
     for entry in chunks.remainder() {
         insert_audit(&tx, entry)?;
     }
-    if let Some((name, seq)) = cursor {
-        save_cursor(&tx, name, seq)?;
-    }
     tx.commit()?;
     Ok(())
 }
 
+/// An event's id (16 bytes in SQLite) as text, the way the API writes it.
+const EVENT_ID_TEXT: &str =
+    "lower(substr(hex(id), 1, 8) || '-' || substr(hex(id), 9, 4) || '-' || \
+     substr(hex(id), 13, 4) || '-' || substr(hex(id), 17, 4) || '-' || substr(hex(id), 21))";
+
+/// The emission audit entry of each selected event, in `audit_log`'s column order (see [`EMIT_ACTION`]).
+fn emission_columns() -> String {
+    format!(
+        "ts, COALESCE(actor, source), org_id, '{EMIT_ACTION}', {EVENT_ID_TEXT}, '{EMIT_OUTCOME}', event_type"
+    )
+}
+
+/// The seq through which emissions are rows in `audit_log`.
+fn stored_through() -> String {
+    format!(
+        "(SELECT COALESCE(MAX(seq), 0) FROM listener_cursors WHERE name = '{EMISSIONS_STORED_THROUGH}')"
+    )
+}
+
+/// Rows and emissions in one statement (one snapshot: a purge moving emissions into rows meanwhile cannot show
+/// one twice or not at all). Parameters by number, the same in both halves: `?1` org, `?2` from, `?3` to,
+/// `?4` action, `?5` limit.
 pub(super) fn query_audit(conn: &Connection, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
-    let mut sql = String::from(
-        "SELECT ts, actor, org_id, action, target, outcome, detail FROM audit_log WHERE 1 = 1",
-    );
-    let mut args: Vec<Value> = Vec::new();
-    let mut push = |sql: &mut String, clause: &str, value: Value| {
-        args.push(value);
-        sql.push_str(&format!("{clause} ?{}", args.len()));
+    let mut filters = String::new();
+    if q.org_id.is_some() {
+        filters.push_str(" AND org_id = ?1");
+    }
+    if q.from.is_some() {
+        filters.push_str(" AND ts >= ?2");
+    }
+    if q.to.is_some() {
+        filters.push_str(" AND ts < ?3");
+    }
+    let action = if q.action.is_some() {
+        " AND action = ?4"
+    } else {
+        ""
     };
-    if let Some(org) = &q.org_id {
-        push(&mut sql, " AND org_id =", Value::Text(org.clone()));
-    }
-    if let Some(action) = &q.action {
-        push(&mut sql, " AND action =", Value::Text(action.clone()));
-    }
-    if let Some(from) = q.from {
-        push(&mut sql, " AND ts >=", Value::Integer(from.0));
-    }
-    if let Some(to) = q.to {
-        push(&mut sql, " AND ts <", Value::Integer(to.0));
-    }
-    push(
-        &mut sql,
-        " ORDER BY ts DESC, id DESC LIMIT",
-        Value::Integer(q.limit as i64),
+    let rows = format!(
+        "SELECT ts, actor, org_id, action, target, outcome, detail FROM audit_log WHERE 1 = 1{filters}{action} \
+         ORDER BY ts DESC, id DESC LIMIT ?5"
     );
+    let sql = if q.wants_emissions() {
+        // As in the history: by time within an org (its index), by seq across orgs (the same order).
+        let order = if q.org_id.is_some() {
+            "ts DESC, seq DESC"
+        } else {
+            "seq DESC"
+        };
+        format!(
+            "SELECT * FROM ({rows}) UNION ALL SELECT * FROM (SELECT {} FROM events WHERE seq > {}{filters} \
+             ORDER BY {order} LIMIT ?5) ORDER BY 1 DESC LIMIT ?5",
+            emission_columns(),
+            stored_through()
+        )
+    } else {
+        rows
+    };
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::Text);
+    let time = |v: Option<Timestamp>| v.map_or(Value::Null, |t| Value::Integer(t.0));
+    let args = [
+        text(&q.org_id),
+        time(q.from),
+        time(q.to),
+        text(&q.action),
+        Value::Integer(q.limit as i64),
+    ];
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
         Ok(AuditEntry {
@@ -228,4 +265,22 @@ pub(super) fn query_audit(conn: &Connection, q: &AuditQuery) -> StoreResult<Vec<
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Writes the emission entries of the events through `last` that are not rows yet into `audit_log`, and moves
+/// [`EMISSIONS_STORED_THROUGH`] to `last` (part of a retention purge, in its transaction).
+pub(super) fn store_emissions_through(conn: &Connection, last: i64) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO audit_log (ts, actor, org_id, action, target, outcome, detail) \
+         SELECT {} FROM events WHERE seq > {} AND seq <= ?1 ORDER BY seq",
+        emission_columns(),
+        stored_through()
+    );
+    conn.prepare_cached(&sql)?.execute([last])?;
+    conn.prepare_cached(
+        "INSERT INTO listener_cursors (name, seq, updated_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET seq = MAX(seq, excluded.seq), updated_at = excluded.updated_at",
+    )?
+    .execute(params![EMISSIONS_STORED_THROUGH, last, Timestamp::now().0])?;
+    Ok(())
 }

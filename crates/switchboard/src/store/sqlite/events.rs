@@ -278,7 +278,8 @@ pub(super) fn purge_before(
     cutoff: Timestamp,
     limit: usize,
 ) -> StoreResult<u64> {
-    let oldest: Option<(i64, i64)> = conn
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let oldest: Option<(i64, i64)> = tx
         .prepare_cached("SELECT seq, ts FROM events ORDER BY seq LIMIT 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
@@ -288,9 +289,18 @@ pub(super) fn purge_before(
     if first_ts >= cutoff.0 {
         return Ok(0);
     }
-    let deleted = conn
-        .prepare_cached("DELETE FROM events WHERE seq < ?1 AND ts < ?2")?
-        .execute(params![first_seq + limit as i64, cutoff.0])?;
+    let last: Option<i64> = tx
+        .prepare_cached("SELECT MAX(seq) FROM events WHERE seq < ?1 AND ts < ?2")?
+        .query_row(params![first_seq + limit as i64, cutoff.0], |r| r.get(0))?;
+    let Some(last) = last else {
+        return Ok(0);
+    };
+    // The audit trail outlives the events: their emission entries become rows before the events go.
+    super::admin::store_emissions_through(&tx, last)?;
+    let deleted = tx
+        .prepare_cached("DELETE FROM events WHERE seq <= ?1 AND ts < ?2")?
+        .execute(params![last, cutoff.0])?;
+    tx.commit()?;
     Ok(deleted as u64)
 }
 

@@ -397,19 +397,9 @@ impl super::Store for SqliteStore {
         self.read(admin::any_admin_key).await
     }
 
-    async fn record_audit(
-        &self,
-        entries: Vec<super::AuditEntry>,
-        cursor: Option<(String, i64)>,
-    ) -> StoreResult<()> {
-        self.write(move |conn| {
-            admin::record_audit(
-                conn,
-                &entries,
-                cursor.as_ref().map(|(n, s)| (n.as_str(), *s)),
-            )
-        })
-        .await
+    async fn record_audit(&self, entries: Vec<super::AuditEntry>) -> StoreResult<()> {
+        self.write(move |conn| admin::record_audit(conn, &entries))
+            .await
     }
 
     async fn query_audit(&self, query: &super::AuditQuery) -> StoreResult<Vec<super::AuditEntry>> {
