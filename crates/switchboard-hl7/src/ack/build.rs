@@ -27,25 +27,25 @@ pub(crate) struct AckHeader {
 
 impl AckHeader {
     fn from_message(msg: &Message) -> Self {
-        let msh = msg.segment("MSH", 1);
-        let raw = |n: usize| {
-            msh.and_then(|s| s.raw_field(n))
-                .unwrap_or_default()
-                .to_owned()
+        let raw = |n: usize| msg.header_field(n).unwrap_or_default().to_owned();
+        let trigger = crate::message::Location {
+            field: 9,
+            repetition: 1,
+            component: Some(2),
+            subcomponent: None,
         };
-        let valued = |path: &str| msg.get(path).is_some();
         Self {
             delims: *msg.delimiters(),
             sending_application: raw(3),
             sending_facility: raw(4),
             receiving_application: raw(5),
             receiving_facility: raw(6),
-            trigger: msg.get_raw("MSH-9.2").unwrap_or_default().to_owned(),
+            trigger: msg.header_raw(&trigger).unwrap_or_default().to_owned(),
             original_control_id: raw(10),
             processing_id: raw(11),
             version: raw(12),
             charset: raw(18),
-            enhanced: valued("MSH-15") || valued("MSH-16"),
+            enhanced: msg.accept_ack_type().is_some() || msg.application_ack_type().is_some(),
         }
     }
 

@@ -60,6 +60,52 @@ struct Span {
     end: usize,
 }
 
+/// How many MSH fields a [`Message`] indexes when it is parsed: MSH-1 … MSH-21, every header field up to 2.8.
+const MSH_INDEXED: usize = 21;
+
+/// Byte ranges (in the message text) of the first [`MSH_INDEXED`] MSH fields. Every message's header is read
+/// many times (type, control id, sender and receiver, version, ACK modes, the ACK itself); splitting the MSH line
+/// again for each read cost more than parsing the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MshIndex {
+    fields: [(u32, u32); MSH_INDEXED],
+    /// How many of `fields` are present.
+    count: usize,
+}
+
+impl MshIndex {
+    /// Indexes the MSH line `span` of `text` (MSH-1 is the field separator itself).
+    fn new(text: &str, span: Span, field_sep: char) -> Self {
+        let mut index = MshIndex {
+            fields: [(0, 0); MSH_INDEXED],
+            count: 0,
+        };
+        let Some(line) = text.get(span.start..span.end) else {
+            return index;
+        };
+        let mut push = |start: usize, end: usize| {
+            if let (Some(slot), Ok(start), Ok(end)) = (
+                index.fields.get_mut(index.count),
+                u32::try_from(start),
+                u32::try_from(end),
+            ) {
+                *slot = (start, end);
+                index.count += 1;
+            }
+        };
+        let after_name = span.start + 3;
+        push(after_name, after_name + field_sep.len_utf8());
+        let mut offset = span.start;
+        for (i, field) in line.split(field_sep).enumerate() {
+            if i > 0 {
+                push(offset, offset + field.len());
+            }
+            offset += field.len() + field_sep.len_utf8();
+        }
+        index
+    }
+}
+
 /// A parsed HL7 v2 message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -67,6 +113,7 @@ pub struct Message {
     delims: Delimiters,
     charset: Charset,
     spans: Vec<Span>,
+    msh: MshIndex,
 }
 
 impl Message {
@@ -127,16 +174,53 @@ impl Message {
 
     /// Like [`Message::get`] with an already parsed path.
     pub fn get_path(&self, path: &Path) -> Option<Cow<'_, str>> {
-        self.segment(path.segment(), path.occurrence)?
-            .value(&path.location)
+        let raw = self.raw_at(path).filter(|s| !s.is_empty())?;
+        Some(self.unescape(raw))
     }
 
     /// Raw (still escaped) text at `path`; `Some("")` for a present but empty
     /// value.
     pub fn get_raw(&self, path: &str) -> Option<&str> {
-        let path: Path = path.parse().ok()?;
+        self.raw_at(&path.parse().ok()?)
+    }
+
+    fn raw_at(&self, path: &Path) -> Option<&str> {
+        if path.segment() == "MSH" && path.occurrence == 1 {
+            return self.header_raw(&path.location);
+        }
         self.segment(path.segment(), path.occurrence)?
             .raw(&path.location)
+    }
+
+    /// Raw text of MSH field `n`, all repetitions included (from the index).
+    pub(crate) fn header_field(&self, n: usize) -> Option<&str> {
+        let slot = n.checked_sub(1)?;
+        if slot < self.msh.count {
+            let (start, end) = *self.msh.fields.get(slot)?;
+            return self.text.get(start as usize..end as usize);
+        }
+        if self.msh.count < MSH_INDEXED {
+            return None;
+        }
+        self.segment("MSH", 1)?.raw_field(n)
+    }
+
+    /// Raw text at `loc` in the MSH segment.
+    pub(crate) fn header_raw(&self, loc: &Location) -> Option<&str> {
+        let field = self.header_field(loc.field)?;
+        segment::within_field(field, loc, &self.delims, loc.field <= 2)
+    }
+
+    /// Decoded value at `loc` in the MSH segment; `None` when absent or empty.
+    fn header_value(&self, field: usize, component: Option<usize>) -> Option<Cow<'_, str>> {
+        let loc = Location {
+            field,
+            repetition: 1,
+            component,
+            subcomponent: None,
+        };
+        let raw = self.header_raw(&loc).filter(|s| !s.is_empty())?;
+        Some(self.unescape(raw))
     }
 
     /// Decode escape sequences in `text` using this message's separators.

@@ -13,7 +13,7 @@
 
 use super::charset::Charset;
 use super::header::{find_msh, skip_leading, RawMsh};
-use super::{Message, Span};
+use super::{Message, MshIndex, Span};
 use crate::error::ParseError;
 
 /// Whether the input still has to be decoded from the MSH-18 charset.
@@ -50,11 +50,16 @@ pub(crate) fn parse(input: &[u8], kind: Input) -> Result<Message, ParseError> {
         Input::Text => Charset::Utf8.decode(body)?,
     };
     let spans = index_segments(&text, delims.field)?;
+    let msh = spans
+        .first()
+        .map(|first| MshIndex::new(&text, *first, delims.field))
+        .ok_or(ParseError::MissingMsh)?;
     Ok(Message {
         text,
         delims,
         charset,
         spans,
+        msh,
     })
 }
 

@@ -86,24 +86,7 @@ impl<'a> Segment<'a> {
     /// Raw text at `loc`, or `None` if that position does not exist.
     pub fn raw(&self, loc: &Location) -> Option<&'a str> {
         let field = self.raw_field(loc.field)?;
-        if self.is_msh() && loc.field <= 2 {
-            // MSH-1 and MSH-2 hold separators: they have no inner structure.
-            let whole = loc.repetition == 1
-                && loc.component.unwrap_or(1) == 1
-                && loc.subcomponent.unwrap_or(1) == 1;
-            return whole.then_some(field);
-        }
-        let rep = field
-            .split(self.delims.repetition)
-            .nth(loc.repetition.checked_sub(1)?)?;
-        let Some(c) = loc.component else {
-            return Some(rep);
-        };
-        let comp = rep.split(self.delims.component).nth(c.checked_sub(1)?)?;
-        match loc.subcomponent {
-            None => Some(comp),
-            Some(s) => comp.split(self.delims.subcomponent).nth(s.checked_sub(1)?),
-        }
+        within_field(field, loc, self.delims, self.is_msh() && loc.field <= 2)
     }
 
     /// Decoded value at `loc`; `None` when absent or empty.
@@ -121,5 +104,32 @@ impl<'a> Segment<'a> {
     /// Decode escape sequences using this message's separators and charset.
     pub fn unescape<'t>(&self, text: &'t str) -> Cow<'t, str> {
         unescape(text, self.delims, self.charset)
+    }
+}
+
+/// The part of `field` (raw text of field `loc.field`, all repetitions) that `loc` addresses. `separators` is set
+/// for MSH-1 and MSH-2, which hold the separators and so have no inner structure.
+pub(crate) fn within_field<'t>(
+    field: &'t str,
+    loc: &Location,
+    delims: &Delimiters,
+    separators: bool,
+) -> Option<&'t str> {
+    if separators {
+        let whole = loc.repetition == 1
+            && loc.component.unwrap_or(1) == 1
+            && loc.subcomponent.unwrap_or(1) == 1;
+        return whole.then_some(field);
+    }
+    let rep = field
+        .split(delims.repetition)
+        .nth(loc.repetition.checked_sub(1)?)?;
+    let Some(c) = loc.component else {
+        return Some(rep);
+    };
+    let comp = rep.split(delims.component).nth(c.checked_sub(1)?)?;
+    match loc.subcomponent {
+        None => Some(comp),
+        Some(s) => comp.split(delims.subcomponent).nth(s.checked_sub(1)?),
     }
 }

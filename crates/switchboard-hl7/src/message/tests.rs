@@ -330,3 +330,51 @@ fn hand_built_zero_indexes_do_not_panic() {
     }
     assert!(msg.segment("PID", 0).is_none());
 }
+
+/// MSH reads go through the index made at parse time; they must answer exactly what reading the segment does,
+/// for headers shorter than the index, as long as it, and longer (fields past MSH-21 are read from the segment).
+#[test]
+fn indexed_header_reads_match_the_segment() {
+    // (MSH-18 must name a charset.)
+    let long: String = (3..=25)
+        .map(|n| match n {
+            18 => "|UNICODE UTF-8".to_string(),
+            n => format!("|F{n}^c{n}~R{n}"),
+        })
+        .collect();
+    for text in [
+        "MSH|^~\\&|APP|FAC\rPID|1".to_string(),
+        format!("MSH|^~\\&{}\rPID|1", &long[..long.find("|F22").unwrap()]),
+        format!("MSH|^~\\&{long}\rPID|1"),
+        "MSH#@!$%#A@1#B".to_string(),
+    ] {
+        let msg = Message::parse_str(&text).unwrap();
+        let msh = msg.segments().next().unwrap();
+        for field in 0..=27 {
+            assert_eq!(
+                msg.header_field(field),
+                msh.raw_field(field),
+                "{text:?} field {field}"
+            );
+            for (repetition, component) in [
+                (1, None),
+                (1, Some(1)),
+                (1, Some(2)),
+                (2, None),
+                (2, Some(1)),
+            ] {
+                let loc = Location {
+                    field,
+                    repetition,
+                    component,
+                    subcomponent: None,
+                };
+                assert_eq!(msg.header_raw(&loc), msh.raw(&loc), "{text:?} {loc:?}");
+                assert_eq!(
+                    get(&msg, &format!("MSH-{field}")).as_deref(),
+                    msh.get(&field.to_string()).as_deref().filter(|_| field > 0)
+                );
+            }
+        }
+    }
+}
