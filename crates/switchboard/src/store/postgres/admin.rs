@@ -181,7 +181,7 @@ async fn insert_audit<C: GenericClient>(client: &C, e: &AuditEntry) -> StoreResu
     Ok(())
 }
 
-/// Writes audit rows in one multi-row insert and, in the same transaction, the listener's cursor.
+/// Writes audit rows in one multi-row insert, in one transaction.
 pub(super) async fn record_audit(client: &mut Object, entries: &[AuditEntry]) -> StoreResult<()> {
     let tx = client.transaction().await?;
     if !entries.is_empty() {
