@@ -477,6 +477,69 @@ async fn kill_9_of_one_instance_under_load_the_other_finishes_its_deliveries() {
     }
 }
 
+/// Every instance runs retention: several purging the same log at once take turns on the audit cursor, so each
+/// deleted event's audit entry is written once, not once per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_purging_at_once_keep_each_audit_entry_once() {
+    if !postgres_only("concurrent_purge") {
+        return;
+    }
+    let url = postgres_url();
+    let hub = Hub::start(store::open(&url).await.expect("a"), HubConfig::default())
+        .await
+        .expect("hub");
+    let mut ids = HashSet::new();
+    for chunk in (0..900).collect::<Vec<_>>().chunks(100) {
+        let stored = hub
+            .emit_all(chunk.iter().map(|n| custom(*n)).collect())
+            .await
+            .expect("emit");
+        ids.extend(stored.iter().map(|e| e.id.to_string()));
+    }
+    hub.shutdown().await;
+    let cutoff = switchboard::event::Timestamp::now();
+    // Four instances, small batches, all starting at once: their purges overlap all the time.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(store::open(&url).await.expect("store"));
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(stores.len()));
+    let purgers: Vec<_> = stores
+        .into_iter()
+        .map(|store| {
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                let mut deleted = 0;
+                // A purge that lost the race for a batch deletes nothing; go on while events are left.
+                while !store.events_after(0, 1).await.expect("after").is_empty() {
+                    deleted += store.purge_events_before(cutoff, 10).await.expect("purge");
+                }
+                deleted
+            })
+        })
+        .collect();
+    let mut deleted = 0;
+    for purger in purgers {
+        deleted += purger.await.expect("purger");
+    }
+    assert_eq!(deleted, 900, "each event deleted once");
+    let store = store::open(&url).await.expect("store");
+    assert!(store.events_after(0, 10).await.expect("after").is_empty());
+    let entries = store
+        .query_audit(&store::AuditQuery {
+            org_id: Some("org-m".into()),
+            action: Some("event.emit".into()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    let targets: HashSet<String> = entries.iter().map(|e| e.target.clone()).collect();
+    assert_eq!(entries.len(), 900, "one entry per event, none twice");
+    assert_eq!(targets, ids);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_holds_across_instances() {
     if !postgres_only("idempotency") {
