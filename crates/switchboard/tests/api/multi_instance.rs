@@ -1,6 +1,7 @@
 //! Several instances on one PostgreSQL: `seq` gap-free in commit order while two instances append, live fan-out
 //! across instances (SSE, Socket.IO, in-process listeners), one webhook delivery per event, durable listener
-//! failover, and `kill -9` of one instance under load with the other finishing its deliveries.
+//! failover, concurrent retention purges, and `kill -9` of one instance under load with the other finishing its
+//! deliveries.
 //!
 //! These need the shared database, so they run only with `SWITCHBOARD_TEST_BACKEND=postgres` (`scripts/test.sh`
 //! runs the suite once per backend).
