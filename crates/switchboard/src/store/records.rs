@@ -109,6 +109,16 @@ impl AuditQuery {
     pub fn wants_emissions(&self) -> bool {
         self.action.as_deref().is_none_or(|a| a == EMIT_ACTION)
     }
+
+    /// The order in which to read emissions from the log, newest first: as in the history, by time within an org
+    /// (its index serves that), by `seq` across orgs (the same order, since time never goes back along `seq`).
+    pub fn emissions_order(&self) -> &'static str {
+        if self.org_id.is_some() {
+            "ts DESC, seq DESC"
+        } else {
+            "seq DESC"
+        }
+    }
 }
 
 /// A FHIR resource write that the store applies in the same transaction as the event carrying it. The store

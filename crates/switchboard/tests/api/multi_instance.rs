@@ -242,6 +242,12 @@ async fn a_subscription_gets_each_event_once_whichever_instance_commits_it() {
     );
 }
 
+/// A hub of its own (an instance) on the shared database at `url`.
+async fn hub_on(url: &str) -> Hub {
+    let store = store::open(url).await.expect("store");
+    Hub::start(store, HubConfig::default()).await.expect("hub")
+}
+
 /// A durable listener that records which instance handled which event.
 struct Tally {
     instance: &'static str,
@@ -282,12 +288,7 @@ async fn a_durable_listener_runs_on_one_instance_and_fails_over() {
         return;
     }
     let url = postgres_url();
-    let hub_a = Hub::start(store::open(&url).await.expect("a"), HubConfig::default())
-        .await
-        .expect("hub a");
-    let hub_b = Hub::start(store::open(&url).await.expect("b"), HubConfig::default())
-        .await
-        .expect("hub b");
+    let (hub_a, hub_b) = (hub_on(&url).await, hub_on(&url).await);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
     let runner_a = spawn_durable(
@@ -486,9 +487,7 @@ async fn instances_purging_at_once_keep_each_audit_entry_once() {
         return;
     }
     let url = postgres_url();
-    let hub = Hub::start(store::open(&url).await.expect("a"), HubConfig::default())
-        .await
-        .expect("hub");
+    let hub = hub_on(&url).await;
     let mut ids = HashSet::new();
     for chunk in (0..900).collect::<Vec<_>>().chunks(100) {
         let stored = hub

@@ -243,12 +243,7 @@ pub(super) async fn query_audit<C: GenericClient>(
          ORDER BY ts DESC, id DESC LIMIT {limit}"
     );
     let sql = if q.wants_emissions() {
-        // As in the history: by time within an org (its index), by seq across orgs (the same order).
-        let order = if q.org_id.is_some() {
-            "ts DESC, seq DESC"
-        } else {
-            "seq DESC"
-        };
+        let order = q.emissions_order();
         format!(
             "({rows}) UNION ALL (SELECT {} FROM events WHERE seq > (SELECT COALESCE(MAX(seq), 0) \
              FROM listener_cursors WHERE name = '{EMISSIONS_STORED_THROUGH}'){filters} ORDER BY {order} \

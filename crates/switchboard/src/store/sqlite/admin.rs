@@ -228,12 +228,7 @@ pub(super) fn query_audit(conn: &Connection, q: &AuditQuery) -> StoreResult<Vec<
          ORDER BY ts DESC, id DESC LIMIT ?5"
     );
     let sql = if q.wants_emissions() {
-        // As in the history: by time within an org (its index), by seq across orgs (the same order).
-        let order = if q.org_id.is_some() {
-            "ts DESC, seq DESC"
-        } else {
-            "seq DESC"
-        };
+        let order = q.emissions_order();
         format!(
             "SELECT * FROM ({rows}) UNION ALL SELECT * FROM (SELECT {} FROM events WHERE seq > {}{filters} \
              ORDER BY {order} LIMIT ?5) ORDER BY 1 DESC LIMIT ?5",
