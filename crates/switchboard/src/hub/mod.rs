@@ -179,8 +179,14 @@ impl Hub {
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 store.concurrent_commits().max(1),
             )),
+            blocking: store.blocking_log(),
         };
-        tasks.push(tokio::spawn(writer.run()));
+        tasks.push(if writer.blocking.is_some() {
+            writer::on_own_thread("switchboard-writer", writer.run())
+                .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?
+        } else {
+            tokio::spawn(writer.run())
+        });
         tasks.push(tokio::spawn(listeners::dispatch(
             batches.subscribe(),
             Arc::clone(&registry),

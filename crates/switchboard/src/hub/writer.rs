@@ -9,10 +9,14 @@
 //!
 //! While one fsync runs, the next batches commit, so the disk's sync latency is shared by many batches and
 //! throughput is bounded by CPU, not by fsync. Nothing is answered or published before it is durable.
+//!
+//! On a store with a blocking append path ([`crate::store::Store::blocking_log`], SQLite) each stage runs on a
+//! thread of its own and calls the store inline: handing every batch to tokio's blocking pool and back cost two
+//! thread wake-ups per stage, more than a small commit itself. Otherwise (PostgreSQL) both stages are tasks.
 
 use super::{CommittedBatch, Emitted, OutboxRouter, Pending};
 use crate::event::{Event, Timestamp};
-use crate::store::{Appended, DynStore, OutboxEntry, StoreError, SyncTicket};
+use crate::store::{Appended, BlockingLog, DynStore, OutboxEntry, StoreError, SyncTicket};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +29,9 @@ const PIPELINE_DEPTH: usize = 32;
 
 /// How long the writer keeps gathering a batch while events keep arriving (see [`Writer::gather`]).
 const GATHER_WINDOW: Duration = Duration::from_micros(500);
+
+/// On the writer's own thread: the pause between two rounds of gathering.
+const GATHER_PAUSE: Duration = Duration::from_micros(50);
 
 pub(super) struct Writer {
     pub receiver: mpsc::Receiver<Pending>,
@@ -43,6 +50,8 @@ pub(super) struct Writer {
     /// Batches allowed to commit at once (`Store::concurrent_commits`); above 1 each commit runs in a task.
     pub concurrent_commits: usize,
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// The store's blocking append path, if it has one: then this runs on a thread of its own and commits inline.
+    pub blocking: Option<Arc<dyn BlockingLog>>,
 }
 
 /// Who publishes a durable batch to the hub's listeners.
@@ -75,14 +84,28 @@ enum Outcome {
 impl Writer {
     pub async fn run(mut self) {
         let (to_ack, ack_queue) = mpsc::channel(PIPELINE_DEPTH);
-        let acker = tokio::spawn(acknowledge(
+        let acknowledging = acknowledge(
             ack_queue,
             Arc::clone(&self.store),
+            self.blocking.clone(),
             self.batches.clone(),
             Arc::clone(&self.durable_head),
             self.outbox.clone(),
             self.publish.clone(),
-        ));
+        );
+        let acker = if self.blocking.is_some() {
+            match on_own_thread("switchboard-acknowledge", acknowledging) {
+                Ok(acker) => acker,
+                Err(err) => {
+                    // Nothing can be made durable: emitters get an error as the queue closes.
+                    tracing::error!(error = %err, "cannot start the acknowledge thread; the hub stops");
+                    self.done.cancel();
+                    return;
+                }
+            }
+        } else {
+            tokio::spawn(acknowledging)
+        };
         let mut pending: Vec<Pending> = Vec::with_capacity(self.max_events);
         let mut stopping = false;
         loop {
@@ -134,7 +157,13 @@ impl Writer {
     async fn gather(&mut self, pending: &mut Vec<Pending>) {
         let deadline = Instant::now() + GATHER_WINDOW;
         while pending.len() < self.max_events && Instant::now() < deadline {
-            tokio::task::yield_now().await;
+            if self.blocking.is_some() {
+                // On its own thread, yielding would hand the core to no one: sleep briefly instead, so the
+                // emitters (on the runtime's workers) get to run.
+                std::thread::sleep(GATHER_PAUSE);
+            } else {
+                tokio::task::yield_now().await;
+            }
             let before = pending.len();
             while pending.len() < self.max_events {
                 match self.receiver.try_recv() {
@@ -149,12 +178,34 @@ impl Writer {
     }
 
     async fn fill(&mut self, pending: &mut Vec<Pending>) {
+        if self.blocking.is_some() {
+            return self.fill_on_own_thread(pending);
+        }
         let deadline = tokio::time::Instant::now() + self.linger;
         while pending.len() < self.max_events {
             let room = self.max_events - pending.len();
             match tokio::time::timeout_at(deadline, self.receiver.recv_many(pending, room)).await {
                 Ok(n) if n > 0 => {}
                 _ => break,
+            }
+        }
+    }
+
+    /// [`Writer::fill`] without tokio's timers, which a thread outside the runtime cannot rely on (they stop when
+    /// the runtime shuts down).
+    fn fill_on_own_thread(&mut self, pending: &mut Vec<Pending>) {
+        let deadline = Instant::now() + self.linger;
+        while pending.len() < self.max_events {
+            match self.receiver.try_recv() {
+                Ok(next) => pending.push(next),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    std::thread::sleep((deadline - now).min(GATHER_WINDOW));
+                }
             }
         }
     }
@@ -198,11 +249,11 @@ impl Writer {
             };
         }
         let started = Instant::now();
-        let outcome = self
-            .store
-            .commit(batch, self.outbox.clone())
-            .await
-            .map(|c| (c.appended, c.outbox, c.ticket));
+        let outcome = match &self.blocking {
+            Some(log) => log.commit(batch, self.outbox.as_deref()),
+            None => self.store.commit(batch, self.outbox.clone()).await,
+        }
+        .map(|c| (c.appended, c.outbox, c.ticket));
         metrics::histogram!("switchboard_commit_seconds").record(started.elapsed().as_secs_f64());
         if let Ok((outcomes, _, _)) = &outcome {
             for appended in outcomes {
@@ -219,10 +270,32 @@ impl Writer {
     }
 }
 
+/// Runs `task` on a thread of its own, outside the runtime's workers: for the stages that call a [`BlockingLog`]
+/// inline, so a batch goes to the database and back without two thread hand-offs per stage. The task must not
+/// use tokio's timers or I/O (a thread outside the runtime cannot count on them). The returned handle finishes
+/// with the task.
+pub(super) fn on_own_thread<F>(name: &str, task: F) -> std::io::Result<tokio::task::JoinHandle<()>>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let runtime = tokio::runtime::Handle::current();
+    let (finished, on_finish) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            runtime.block_on(task);
+            let _ = finished.send(());
+        })?;
+    Ok(tokio::spawn(async move {
+        let _ = on_finish.await;
+    }))
+}
+
 /// The second stage: make each committed batch durable, then answer and publish it, in commit order.
 async fn acknowledge(
     mut queue: mpsc::Receiver<Committed>,
     store: DynStore,
+    blocking: Option<Arc<dyn BlockingLog>>,
     batches: broadcast::Sender<Arc<CommittedBatch>>,
     durable_head: Arc<AtomicI64>,
     outbox_router: Option<Arc<dyn OutboxRouter>>,
@@ -244,7 +317,10 @@ async fn acknowledge(
             Err(err) => Err(err),
             Ok((outcomes, outbox, ticket)) => {
                 let started = Instant::now();
-                let synced = store.sync(ticket).await;
+                let synced = match &blocking {
+                    Some(log) => log.sync(ticket),
+                    None => store.sync(ticket).await,
+                };
                 metrics::histogram!("switchboard_sync_seconds")
                     .record(started.elapsed().as_secs_f64());
                 if let (Err(_), Some(router)) = (&synced, &outbox_router) {

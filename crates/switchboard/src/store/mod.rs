@@ -137,6 +137,13 @@ pub trait Store: Send + Sync + 'static {
         Ok(())
     }
 
+    /// For a backend whose commit and sync are blocking calls in this process (SQLite): the same two operations,
+    /// called directly. The hub's writer then runs them inline on threads of its own instead of handing each batch
+    /// to the blocking pool and back (two thread wake-ups per stage, a good part of a commit's latency).
+    fn blocking_log(&self) -> Option<Arc<dyn BlockingLog>> {
+        None
+    }
+
     /// Webhook subscriptions, deliveries and attempts.
     fn webhooks(&self) -> &dyn WebhookStore;
 
@@ -254,6 +261,17 @@ pub trait Store: Send + Sync + 'static {
 }
 
 pub type DynStore = Arc<dyn Store>;
+
+/// [`Store::commit`] and [`Store::sync`] as blocking calls (see [`Store::blocking_log`]).
+pub trait BlockingLog: Send + Sync + 'static {
+    fn commit(
+        &self,
+        batch: Vec<Event>,
+        router: Option<&dyn OutboxRouter>,
+    ) -> StoreResult<Committed>;
+
+    fn sync(&self, ticket: SyncTicket) -> StoreResult<()>;
+}
 
 /// Opens the backend named by the URL's scheme and applies its migrations.
 pub async fn open(url: &str) -> StoreResult<DynStore> {

@@ -1,8 +1,9 @@
 //! The embedded backend: SQLite in WAL mode with `synchronous=FULL`.
 //!
 //! One writer connection (appends, deletes, key and audit writes) behind a mutex that the hub's single writer
-//! task takes once per batch; a small pool of reader connections for queries, which WAL lets run beside the
-//! writer. All SQLite calls run on tokio's blocking pool.
+//! takes once per batch; a small pool of reader connections for queries, which WAL lets run beside the writer.
+//! SQLite calls run on tokio's blocking pool, except the append path ([`WriterLog`]), which the hub's writer and
+//! acknowledge threads call directly.
 
 mod admin;
 mod events;
@@ -11,7 +12,7 @@ mod migrations;
 mod syncer;
 mod webhooks;
 
-use super::{StoreError, StoreResult};
+use super::{BlockingLog as _, StoreError, StoreResult};
 use crate::event::Pattern;
 use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags};
@@ -157,6 +158,13 @@ impl SqliteStore {
         Ok(opened)
     }
 
+    fn log(&self) -> WriterLog {
+        WriterLog {
+            writer: Arc::clone(&self.writer),
+            syncer: Arc::clone(&self.syncer),
+        }
+    }
+
     /// Runs `f` on the writer connection on the blocking pool.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
@@ -198,6 +206,36 @@ impl SqliteStore {
         })
         .await
         .map_err(join_error)?
+    }
+}
+
+/// The writer connection and the WAL syncer: the append path, called by the hub's writer on its own thread.
+struct WriterLog {
+    writer: Arc<Mutex<Connection>>,
+    syncer: Arc<syncer::WalSyncer>,
+}
+
+impl super::BlockingLog for WriterLog {
+    fn commit(
+        &self,
+        batch: Vec<crate::event::Event>,
+        router: Option<&dyn crate::hub::OutboxRouter>,
+    ) -> StoreResult<super::Committed> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| StoreError::Database("writer lock poisoned".into()))?;
+        let (appended, outbox) = events::append(&mut conn, batch, router)?;
+        // (On an error, `events::append` has already handed back what the router reserved.)
+        Ok(super::Committed {
+            appended,
+            outbox,
+            ticket: self.syncer.committed(),
+        })
+    }
+
+    fn sync(&self, ticket: super::SyncTicket) -> StoreResult<()> {
+        self.syncer.sync(ticket)
     }
 }
 
@@ -274,21 +312,24 @@ impl super::Store for SqliteStore {
         batch: Vec<crate::event::Event>,
         router: Option<Arc<dyn crate::hub::OutboxRouter>>,
     ) -> StoreResult<super::Committed> {
-        let syncer = Arc::clone(&self.syncer);
-        self.write(move |conn| {
-            let (appended, outbox) = events::append(conn, batch, router.as_deref())?;
-            // (On an error, `events::append` has already handed back what the router reserved.)
-            Ok(super::Committed {
-                appended,
-                outbox,
-                ticket: syncer.committed(),
-            })
-        })
-        .await
+        let log = self.log();
+        tokio::task::spawn_blocking(move || log.commit(batch, router.as_deref()))
+            .await
+            .map_err(join_error)?
     }
 
     async fn sync(&self, ticket: super::SyncTicket) -> StoreResult<()> {
-        self.syncer.sync(ticket).await
+        if self.syncer.is_synced(ticket) {
+            return Ok(());
+        }
+        let syncer = Arc::clone(&self.syncer);
+        tokio::task::spawn_blocking(move || syncer.sync(ticket))
+            .await
+            .map_err(join_error)?
+    }
+
+    fn blocking_log(&self) -> Option<Arc<dyn super::BlockingLog>> {
+        Some(Arc::new(self.log()))
     }
 
     fn webhooks(&self) -> &dyn super::WebhookStore {

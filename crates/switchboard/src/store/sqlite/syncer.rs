@@ -10,7 +10,7 @@ use crate::store::{StoreError, StoreResult, SyncTicket};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::Mutex;
 
 pub(super) struct WalSyncer {
     wal_path: PathBuf,
@@ -19,7 +19,7 @@ pub(super) struct WalSyncer {
     /// Commits known durable.
     synced: AtomicU64,
     /// The WAL file, opened on first use; held while an fsync runs so that fsyncs do not overlap.
-    file: tokio::sync::Mutex<Option<Arc<File>>>,
+    file: Mutex<Option<File>>,
 }
 
 impl WalSyncer {
@@ -30,7 +30,7 @@ impl WalSyncer {
             wal_path: PathBuf::from(wal),
             committed: AtomicU64::new(0),
             synced: AtomicU64::new(0),
-            file: tokio::sync::Mutex::new(None),
+            file: Mutex::new(None),
         })
     }
 
@@ -39,47 +39,48 @@ impl WalSyncer {
         SyncTicket(self.committed.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
-    /// Returns once the commit `ticket` (and every earlier one) is on stable storage.
-    pub async fn sync(&self, ticket: SyncTicket) -> StoreResult<()> {
-        if self.synced.load(Ordering::Acquire) >= ticket.0 {
+    /// True once the commit `ticket` (and every earlier one) is on stable storage.
+    pub fn is_synced(&self, ticket: SyncTicket) -> bool {
+        self.synced.load(Ordering::Acquire) >= ticket.0
+    }
+
+    /// Returns once the commit `ticket` (and every earlier one) is on stable storage; blocks for the fsync.
+    pub fn sync(&self, ticket: SyncTicket) -> StoreResult<()> {
+        if self.is_synced(ticket) {
             return Ok(());
         }
-        let mut guard = self.file.lock().await;
+        let mut guard = self
+            .file
+            .lock()
+            .map_err(|_| StoreError::Database("WAL syncer lock poisoned".into()))?;
         // Someone else's fsync may have covered us while we waited for the lock.
-        if self.synced.load(Ordering::Acquire) >= ticket.0 {
+        if self.is_synced(ticket) {
             return Ok(());
         }
         let file = match guard.as_ref() {
-            Some(file) => Arc::clone(file),
-            None => {
-                let opened = Arc::new(
-                    File::options()
-                        .read(true)
-                        .write(true)
-                        .open(&self.wal_path)
-                        .map_err(|e| {
-                            StoreError::Database(format!(
-                                "cannot open {}: {e}",
-                                self.wal_path.display()
-                            ))
-                        })?,
-                );
-                *guard = Some(Arc::clone(&opened));
-                opened
-            }
+            Some(file) => file,
+            None => guard.insert(
+                File::options()
+                    .read(true)
+                    .write(true)
+                    .open(&self.wal_path)
+                    .map_err(|e| {
+                        StoreError::Database(format!(
+                            "cannot open {}: {e}",
+                            self.wal_path.display()
+                        ))
+                    })?,
+            ),
         };
         // Every commit counted so far has finished writing its frames, so this fsync covers all of them.
         let covered = self.committed.load(Ordering::Acquire);
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| StoreError::Database(format!("fsync task failed: {e}")))?
-            .map_err(|e| {
-                if e.raw_os_error() == Some(28) {
-                    StoreError::Full(e.to_string())
-                } else {
-                    StoreError::Database(format!("fsync of the WAL failed: {e}"))
-                }
-            })?;
+        file.sync_data().map_err(|e| {
+            if e.raw_os_error() == Some(28) {
+                StoreError::Full(e.to_string())
+            } else {
+                StoreError::Database(format!("fsync of the WAL failed: {e}"))
+            }
+        })?;
         self.synced.fetch_max(covered, Ordering::AcqRel);
         Ok(())
     }
