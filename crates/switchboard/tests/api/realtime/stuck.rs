@@ -79,7 +79,10 @@ async fn stalled_polling_client(client: &reqwest::Client, addr: std::net::Socket
 async fn a_client_that_never_reads_slows_neither_the_hub_nor_other_clients() {
     let app = spawn_app_with(|c| {
         c.realtime.max_events_per_sec = 1_000_000;
-        c.realtime.send_buffer = 16;
+        // Small enough that the stalled polling client (which takes nothing) fills its queue, large enough for the
+        // healthy client to absorb a few batches of the 16 publishers arriving back to back (with 16 it missed
+        // one now and then on a slow machine).
+        c.realtime.send_buffer = 256;
     })
     .await;
     let app = Arc::new(app);
