@@ -271,15 +271,25 @@ impl DurableHandler for Tally {
     }
 }
 
-/// Waits until `n` events were handled (or 15 s); returns what was handled.
-async fn tally_of(seen: &Mutex<Vec<(&'static str, i64)>>, n: usize) -> Vec<(&'static str, i64)> {
+/// Waits until `n` events were handled (or 15 s), checks that each was handled once, and returns who handled which.
+async fn handled_once_each(
+    seen: &Mutex<Vec<(&'static str, i64)>>,
+    n: usize,
+) -> Vec<(&'static str, i64)> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while seen.lock().expect("lock").len() < n && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Anything handled twice would show up a moment later.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    seen.lock().expect("lock").clone()
+    let tally = seen.lock().expect("lock").clone();
+    let seqs: HashSet<i64> = tally.iter().map(|(_, seq)| *seq).collect();
+    assert_eq!(
+        (tally.len(), seqs.len()),
+        (n, n),
+        "handled once each: {tally:?}"
+    );
+    tally
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,33 +301,19 @@ async fn a_durable_listener_runs_on_one_instance_and_fails_over() {
     let (hub_a, hub_b) = (hub_on(&url).await, hub_on(&url).await);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
-    let runner_a = spawn_durable(
-        &hub_a,
+    let tally = |instance| {
         Arc::new(Tally {
-            instance: "a",
+            instance,
             seen: Arc::clone(&seen),
-        }),
-        stop_a.clone(),
-    );
-    let runner_b = spawn_durable(
-        &hub_b,
-        Arc::new(Tally {
-            instance: "b",
-            seen: Arc::clone(&seen),
-        }),
-        stop_b.clone(),
-    );
+        })
+    };
+    let runner_a = spawn_durable(&hub_a, tally("a"), stop_a.clone());
+    let runner_b = spawn_durable(&hub_b, tally("b"), stop_b.clone());
     // Both run the listener; only the lease holder handles events, so each is handled once.
     for n in 0..10 {
         hub_b.emit(custom(n)).await.expect("emit");
     }
-    let first = tally_of(&seen, 10).await;
-    let seqs: HashSet<i64> = first.iter().map(|(_, seq)| *seq).collect();
-    assert_eq!(
-        (first.len(), seqs.len()),
-        (10, 10),
-        "handled once each: {first:?}"
-    );
+    let first = handled_once_each(&seen, 10).await;
     let holder = first[0].0;
     assert!(
         first.iter().all(|(i, _)| *i == holder),
@@ -325,27 +321,17 @@ async fn a_durable_listener_runs_on_one_instance_and_fails_over() {
     );
 
     // Stop the holder's listener: the other takes the lease over and handles what follows.
-    let (stopped, standby, other) = if holder == "a" {
-        (runner_a, runner_b, "b")
+    let (stopped, stop, standby, other) = if holder == "a" {
+        (runner_a, &stop_a, runner_b, "b")
     } else {
-        (runner_b, runner_a, "a")
+        (runner_b, &stop_b, runner_a, "a")
     };
-    if holder == "a" {
-        stop_a.cancel()
-    } else {
-        stop_b.cancel()
-    }
+    stop.cancel();
     stopped.await.expect("stopped runner");
     for n in 10..20 {
         hub_a.emit(custom(n)).await.expect("emit");
     }
-    let all = tally_of(&seen, 20).await;
-    let seqs: HashSet<i64> = all.iter().map(|(_, seq)| *seq).collect();
-    assert_eq!(
-        (all.len(), seqs.len()),
-        (20, 20),
-        "handled once each: {all:?}"
-    );
+    let all = handled_once_each(&seen, 20).await;
     assert!(
         all[10..].iter().all(|(i, _)| *i == other),
         "{other} took the listener over: {all:?}"

@@ -126,59 +126,21 @@ fn insert_audit(conn: &Connection, e: &AuditEntry) -> StoreResult<()> {
         "INSERT INTO audit_log (ts, actor, org_id, action, target, outcome, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
-    .execute(rusqlite::params_from_iter(audit_params(e)))?;
+    .execute(params![
+        e.timestamp.0,
+        e.actor,
+        e.org_id,
+        e.action,
+        e.target,
+        e.outcome,
+        e.detail
+    ])?;
     Ok(())
-}
-
-/// Audit rows written by one statement when a listener records many: one statement runs the insert's program,
-/// and opens its cursors on the table and its two indexes, once for all of them.
-const AUDIT_ROWS_PER_INSERT: usize = 32;
-
-fn multi_row_audit_insert() -> String {
-    let mut sql = String::from(
-        "INSERT INTO audit_log (ts, actor, org_id, action, target, outcome, detail) VALUES ",
-    );
-    for row in 0..AUDIT_ROWS_PER_INSERT {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
-    }
-    sql
-}
-
-/// One audit row's values, in the column order of the inserts.
-fn audit_params(e: &AuditEntry) -> [rusqlite::types::ToSqlOutput<'_>; 7] {
-    use rusqlite::types::{ToSqlOutput, ValueRef};
-    fn text(v: &str) -> ToSqlOutput<'_> {
-        ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes()))
-    }
-    fn optional(v: &Option<String>) -> ToSqlOutput<'_> {
-        v.as_deref()
-            .map_or(ToSqlOutput::Borrowed(ValueRef::Null), text)
-    }
-    [
-        ToSqlOutput::Borrowed(ValueRef::Integer(e.timestamp.0)),
-        optional(&e.actor),
-        optional(&e.org_id),
-        text(&e.action),
-        text(&e.target),
-        text(&e.outcome),
-        optional(&e.detail),
-    ]
 }
 
 pub(super) fn record_audit(conn: &mut Connection, entries: &[AuditEntry]) -> StoreResult<()> {
     let tx = conn.transaction()?;
-    let mut chunks = entries.chunks_exact(AUDIT_ROWS_PER_INSERT);
-    if chunks.len() > 0 {
-        let mut insert = tx.prepare_cached(&multi_row_audit_insert())?;
-        for chunk in chunks.by_ref() {
-            let params = chunk.iter().flat_map(audit_params);
-            insert.execute(rusqlite::params_from_iter(params))?;
-        }
-    }
-    for entry in chunks.remainder() {
+    for entry in entries {
         insert_audit(&tx, entry)?;
     }
     tx.commit()?;
