@@ -87,16 +87,16 @@ enum Outcome {
 impl Writer {
     pub async fn run(mut self) {
         let (to_ack, ack_queue) = mpsc::channel(PIPELINE_DEPTH);
-        let acknowledging = acknowledge(
-            ack_queue,
-            Arc::clone(&self.store),
-            self.blocking.clone(),
-            self.batches.clone(),
-            Arc::clone(&self.durable_head),
-            self.outbox.clone(),
-            self.publish.clone(),
-            Arc::clone(&self.unsynced),
-        );
+        let acknowledging = Acknowledge {
+            store: Arc::clone(&self.store),
+            blocking: self.blocking.clone(),
+            batches: self.batches.clone(),
+            durable_head: Arc::clone(&self.durable_head),
+            outbox_router: self.outbox.clone(),
+            publish: self.publish.clone(),
+            unsynced: Arc::clone(&self.unsynced),
+        }
+        .run(ack_queue);
         let acker = if self.blocking.is_some() {
             match on_own_thread("switchboard-acknowledge", acknowledging) {
                 Ok(acker) => acker,
@@ -316,8 +316,7 @@ where
 }
 
 /// The second stage: make each committed batch durable, then answer and publish it, in commit order.
-async fn acknowledge(
-    mut queue: mpsc::Receiver<Committed>,
+struct Acknowledge {
     store: DynStore,
     blocking: Option<Arc<dyn BlockingLog>>,
     batches: broadcast::Sender<Arc<CommittedBatch>>,
@@ -325,92 +324,105 @@ async fn acknowledge(
     outbox_router: Option<Arc<dyn OutboxRouter>>,
     publish: Publish,
     unsynced: Arc<AtomicUsize>,
-) {
-    while let Some(Committed {
-        outcome,
-        replies,
-        prev_head,
-    }) = queue.recv().await
-    {
-        let outcome = match outcome {
-            Outcome::Done(outcome) => outcome,
-            Outcome::InFlight(task) => task.await.unwrap_or_else(|err| {
-                Err(StoreError::Database(format!("commit task failed: {err}")))
-            }),
-        };
-        let durable = match outcome {
-            Err(err) => Err(err),
-            Ok((outcomes, outbox, ticket)) => {
-                let started = Instant::now();
-                let synced = match &blocking {
-                    Some(log) => log.sync(ticket),
-                    None => store.sync(ticket).await,
-                };
-                metrics::histogram!("switchboard_sync_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                if let (Err(_), Some(router)) = (&synced, &outbox_router) {
-                    router.abandoned(&outbox);
-                }
-                synced.map(|()| (outcomes, outbox))
-            }
-        };
-        unsynced.fetch_sub(1, Ordering::AcqRel);
-        let (outcomes, mut outbox) = match durable {
-            Ok(durable) => durable,
-            Err(err) => {
-                metrics::counter!("switchboard_commit_failures_total").increment(1);
-                tracing::error!(error = %err, events = replies.len(), "batch not durable; emitters get an error");
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
-                continue;
-            }
-        };
-        let mut published = Vec::with_capacity(outcomes.len());
-        // Batch position -> position in `published`, for the outbox entries (only new events have deliveries).
-        let mut position = vec![usize::MAX; outcomes.len()];
-        for (index, (appended, reply)) in outcomes.into_iter().zip(replies).enumerate() {
-            // An emitter that gave up waiting is fine: its event is committed all the same.
-            let _ = match appended {
-                Appended::New(event) => {
-                    let event = Arc::new(event);
-                    position[index] = published.len();
-                    published.push(Arc::clone(&event));
-                    reply.send(Ok(Emitted {
-                        event,
-                        duplicate: false,
-                    }))
-                }
-                Appended::Existing(event) => reply.send(Ok(Emitted {
-                    event: Arc::new(event),
-                    duplicate: true,
-                })),
-                Appended::Refused(refusal) => reply.send(Err(refusal)),
+}
+
+impl Acknowledge {
+    async fn run(self, mut queue: mpsc::Receiver<Committed>) {
+        let Acknowledge {
+            store,
+            blocking,
+            batches,
+            durable_head,
+            outbox_router,
+            publish,
+            unsynced,
+        } = self;
+        while let Some(Committed {
+            outcome,
+            replies,
+            prev_head,
+        }) = queue.recv().await
+        {
+            let outcome = match outcome {
+                Outcome::Done(outcome) => outcome,
+                Outcome::InFlight(task) => task.await.unwrap_or_else(|err| {
+                    Err(StoreError::Database(format!("commit task failed: {err}")))
+                }),
             };
-        }
-        // Deliveries may start only once their rows (and events) are durable.
-        if let (false, Some(router)) = (outbox.is_empty(), &outbox_router) {
-            for entry in &mut outbox {
-                entry.event_index = position
-                    .get(entry.event_index)
-                    .copied()
-                    .unwrap_or(usize::MAX);
+            let durable = match outcome {
+                Err(err) => Err(err),
+                Ok((outcomes, outbox, ticket)) => {
+                    let started = Instant::now();
+                    let synced = match &blocking {
+                        Some(log) => log.sync(ticket),
+                        None => store.sync(ticket).await,
+                    };
+                    metrics::histogram!("switchboard_sync_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    if let (Err(_), Some(router)) = (&synced, &outbox_router) {
+                        router.abandoned(&outbox);
+                    }
+                    synced.map(|()| (outcomes, outbox))
+                }
+            };
+            unsynced.fetch_sub(1, Ordering::AcqRel);
+            let (outcomes, mut outbox) = match durable {
+                Ok(durable) => durable,
+                Err(err) => {
+                    metrics::counter!("switchboard_commit_failures_total").increment(1);
+                    tracing::error!(error = %err, events = replies.len(), "batch not durable; emitters get an error");
+                    for reply in replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    continue;
+                }
+            };
+            let mut published = Vec::with_capacity(outcomes.len());
+            // Batch position -> position in `published`, for the outbox entries (only new events have deliveries).
+            let mut position = vec![usize::MAX; outcomes.len()];
+            for (index, (appended, reply)) in outcomes.into_iter().zip(replies).enumerate() {
+                // An emitter that gave up waiting is fine: its event is committed all the same.
+                let _ = match appended {
+                    Appended::New(event) => {
+                        let event = Arc::new(event);
+                        position[index] = published.len();
+                        published.push(Arc::clone(&event));
+                        reply.send(Ok(Emitted {
+                            event,
+                            duplicate: false,
+                        }))
+                    }
+                    Appended::Existing(event) => reply.send(Ok(Emitted {
+                        event: Arc::new(event),
+                        duplicate: true,
+                    })),
+                    Appended::Refused(refusal) => reply.send(Err(refusal)),
+                };
             }
-            router.committed(&published, &outbox);
-        }
-        let Some(last) = published.last().map(|e| e.seq) else {
-            continue;
-        };
-        match &publish {
-            Publish::Direct => {
-                durable_head.fetch_max(last, Ordering::Release);
-                let _ = batches.send(Arc::new(CommittedBatch {
-                    prev_head,
-                    events: published,
-                }));
+            // Deliveries may start only once their rows (and events) are durable.
+            if let (false, Some(router)) = (outbox.is_empty(), &outbox_router) {
+                for entry in &mut outbox {
+                    entry.event_index = position
+                        .get(entry.event_index)
+                        .copied()
+                        .unwrap_or(usize::MAX);
+                }
+                router.committed(&published, &outbox);
             }
-            Publish::Tail(tailer) => {
-                let _ = tailer.send(published);
+            let Some(last) = published.last().map(|e| e.seq) else {
+                continue;
+            };
+            match &publish {
+                Publish::Direct => {
+                    durable_head.fetch_max(last, Ordering::Release);
+                    let _ = batches.send(Arc::new(CommittedBatch {
+                        prev_head,
+                        events: published,
+                    }));
+                }
+                Publish::Tail(tailer) => {
+                    let _ = tailer.send(published);
+                }
             }
         }
     }
