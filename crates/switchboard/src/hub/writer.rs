@@ -328,101 +328,102 @@ struct Acknowledge {
 
 impl Acknowledge {
     async fn run(self, mut queue: mpsc::Receiver<Committed>) {
-        let Acknowledge {
-            store,
-            blocking,
-            batches,
-            durable_head,
-            outbox_router,
-            publish,
-            unsynced,
-        } = self;
         while let Some(Committed {
             outcome,
             replies,
             prev_head,
         }) = queue.recv().await
         {
-            let outcome = match outcome {
-                Outcome::Done(outcome) => outcome,
-                Outcome::InFlight(task) => task.await.unwrap_or_else(|err| {
-                    Err(StoreError::Database(format!("commit task failed: {err}")))
-                }),
-            };
-            let durable = match outcome {
-                Err(err) => Err(err),
-                Ok((outcomes, outbox, ticket)) => {
-                    let started = Instant::now();
-                    let synced = match &blocking {
-                        Some(log) => log.sync(ticket),
-                        None => store.sync(ticket).await,
-                    };
-                    metrics::histogram!("switchboard_sync_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    if let (Err(_), Some(router)) = (&synced, &outbox_router) {
-                        router.abandoned(&outbox);
-                    }
-                    synced.map(|()| (outcomes, outbox))
-                }
-            };
-            unsynced.fetch_sub(1, Ordering::AcqRel);
-            let (outcomes, mut outbox) = match durable {
-                Ok(durable) => durable,
+            let durable = self.make_durable(outcome).await;
+            self.unsynced.fetch_sub(1, Ordering::AcqRel);
+            match durable {
+                Ok((outcomes, outbox)) => self.answer(outcomes, outbox, replies, prev_head),
                 Err(err) => {
                     metrics::counter!("switchboard_commit_failures_total").increment(1);
                     tracing::error!(error = %err, events = replies.len(), "batch not durable; emitters get an error");
                     for reply in replies {
                         let _ = reply.send(Err(err.clone()));
                     }
-                    continue;
                 }
-            };
-            let mut published = Vec::with_capacity(outcomes.len());
-            // Batch position -> position in `published`, for the outbox entries (only new events have deliveries).
-            let mut position = vec![usize::MAX; outcomes.len()];
-            for (index, (appended, reply)) in outcomes.into_iter().zip(replies).enumerate() {
-                // An emitter that gave up waiting is fine: its event is committed all the same.
-                let _ = match appended {
-                    Appended::New(event) => {
-                        let event = Arc::new(event);
-                        position[index] = published.len();
-                        published.push(Arc::clone(&event));
-                        reply.send(Ok(Emitted {
-                            event,
-                            duplicate: false,
-                        }))
-                    }
-                    Appended::Existing(event) => reply.send(Ok(Emitted {
-                        event: Arc::new(event),
-                        duplicate: true,
-                    })),
-                    Appended::Refused(refusal) => reply.send(Err(refusal)),
-                };
             }
-            // Deliveries may start only once their rows (and events) are durable.
-            if let (false, Some(router)) = (outbox.is_empty(), &outbox_router) {
-                for entry in &mut outbox {
-                    entry.event_index = position
-                        .get(entry.event_index)
-                        .copied()
-                        .unwrap_or(usize::MAX);
+        }
+    }
+
+    async fn make_durable(
+        &self,
+        outcome: Outcome,
+    ) -> Result<(Vec<Appended>, Vec<OutboxEntry>), StoreError> {
+        let (outcomes, outbox, ticket) = match outcome {
+            Outcome::Done(outcome) => outcome,
+            Outcome::InFlight(task) => task.await.unwrap_or_else(|err| {
+                Err(StoreError::Database(format!("commit task failed: {err}")))
+            }),
+        }?;
+        let started = Instant::now();
+        let synced = match &self.blocking {
+            Some(log) => log.sync(ticket),
+            None => self.store.sync(ticket).await,
+        };
+        metrics::histogram!("switchboard_sync_seconds").record(started.elapsed().as_secs_f64());
+        if let (Err(_), Some(router)) = (&synced, &self.outbox_router) {
+            router.abandoned(&outbox);
+        }
+        synced.map(|()| (outcomes, outbox))
+    }
+
+    /// Answers each emitter of a durable batch, releases its webhook deliveries and publishes its new events.
+    fn answer(
+        &self,
+        outcomes: Vec<Appended>,
+        mut outbox: Vec<OutboxEntry>,
+        replies: Vec<Reply>,
+        prev_head: i64,
+    ) {
+        let mut published = Vec::with_capacity(outcomes.len());
+        // Batch position -> position in `published`, for the outbox entries (only new events have deliveries).
+        let mut position = vec![usize::MAX; outcomes.len()];
+        for (index, (appended, reply)) in outcomes.into_iter().zip(replies).enumerate() {
+            // An emitter that gave up waiting is fine: its event is committed all the same.
+            let _ = match appended {
+                Appended::New(event) => {
+                    let event = Arc::new(event);
+                    position[index] = published.len();
+                    published.push(Arc::clone(&event));
+                    reply.send(Ok(Emitted {
+                        event,
+                        duplicate: false,
+                    }))
                 }
-                router.committed(&published, &outbox);
-            }
-            let Some(last) = published.last().map(|e| e.seq) else {
-                continue;
+                Appended::Existing(event) => reply.send(Ok(Emitted {
+                    event: Arc::new(event),
+                    duplicate: true,
+                })),
+                Appended::Refused(refusal) => reply.send(Err(refusal)),
             };
-            match &publish {
-                Publish::Direct => {
-                    durable_head.fetch_max(last, Ordering::Release);
-                    let _ = batches.send(Arc::new(CommittedBatch {
-                        prev_head,
-                        events: published,
-                    }));
-                }
-                Publish::Tail(tailer) => {
-                    let _ = tailer.send(published);
-                }
+        }
+        // Deliveries may start only once their rows (and events) are durable.
+        if let (false, Some(router)) = (outbox.is_empty(), &self.outbox_router) {
+            for entry in &mut outbox {
+                entry.event_index = position
+                    .get(entry.event_index)
+                    .copied()
+                    .unwrap_or(usize::MAX);
+            }
+            router.committed(&published, &outbox);
+        }
+        let Some(last) = published.last().map(|e| e.seq) else {
+            return;
+        };
+        match &self.publish {
+            Publish::Direct => {
+                self.durable_head.fetch_max(last, Ordering::Release);
+                let _ = self.batches.send(Arc::new(CommittedBatch {
+                    prev_head,
+                    events: published,
+                }));
+            }
+            Publish::Tail(tailer) => {
+                let _ = tailer.send(published);
             }
         }
     }
