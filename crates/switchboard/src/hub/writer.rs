@@ -1,14 +1,15 @@
 //! The single writer: pipelined group commit of queued events.
 //!
 //! Two stages, both in commit order:
-//! 1. **commit** — take everything queued (up to `max_events`), keep gathering while more keeps arriving (or
-//!    linger, if configured, to fill the batch), stamp ids and timestamps, and commit the batch in one store
+//! 1. **commit** — take everything queued (up to `max_events`), keep gathering for a moment ([`Writer::gather`];
+//!    or linger, if configured, to fill the batch), stamp ids and timestamps, and commit the batch in one store
 //!    transaction ([`crate::store::Store::commit`]);
 //! 2. **acknowledge** — wait until the store has made that commit durable ([`crate::store::Store::sync`]: one
 //!    fsync covers every commit before it), then answer every emitter and publish the batch.
 //!
-//! While one fsync runs, the next batches commit, so the disk's sync latency is shared by many batches and
-//! throughput is bounded by CPU, not by fsync. Nothing is answered or published before it is durable.
+//! One fsync covers every batch committed before it, so the disk's sync latency is shared by many batches; while
+//! it runs the next batch gathers (SQLite) or commits (PostgreSQL). Nothing is answered or published before it is
+//! durable.
 //!
 //! On a store with a blocking append path ([`crate::store::Store::blocking_log`], SQLite) each stage runs on a
 //! thread of its own and calls the store inline: handing every batch to tokio's blocking pool and back cost two
