@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo bench -p switchboard --bench mllp` (add `-- --quick` for a short run, `-- --connections N`,
 //! `-- --secs N`, `-- --no-stage-events` to emit only `hl7.received` per message, `-- --transformer` to run the HL7 → FHIR
-//! transformer too and report how fast messages are transformed end to end).
+//! transformer too and report how fast messages are transformed end to end, `-- --linger-ms N` to set
+//! `hub.batch_linger_ms`).
 //! Prints ACKed messages/s and ACK latency percentiles as seen by the clients.
 
 use std::fmt::Write as _;
@@ -147,6 +148,7 @@ fn main() {
     let secs: u64 = arg("--secs")
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 3 } else { 15 });
+    let linger_ms: u64 = arg("--linger-ms").and_then(|v| v.parse().ok()).unwrap_or(0);
     let warmup = Duration::from_secs(if quick { 1 } else { 3 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,6 +161,7 @@ fn main() {
         config.mllp.addr = "127.0.0.1:0".parse().expect("addr");
         config.mllp.stage_events = stage_events;
         config.listeners.transformer = transformer;
+        config.hub.batch_linger_ms = linger_ms;
         config.database.url = format!("sqlite://{}", dir.path().join("bench.db").display());
         config.auth.admin_token = switchboard::auth::generate_key();
         let app = Application::build(config).await.expect("build");
