@@ -180,7 +180,6 @@ impl Hub {
                 store.concurrent_commits().max(1),
             )),
             blocking: store.blocking_log(),
-            unsynced: Default::default(),
         };
         tasks.push(if writer.blocking.is_some() {
             writer::on_own_thread("switchboard-writer", writer.run())

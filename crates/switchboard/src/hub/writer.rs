@@ -53,9 +53,6 @@ pub(super) struct Writer {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The store's blocking append path, if it has one: then this runs on a thread of its own and commits inline.
     pub blocking: Option<Arc<dyn BlockingLog>>,
-    /// Batches committed and handed to the acknowledge stage but not yet through their fsync (the writer thread
-    /// gathers while there are any).
-    pub unsynced: Arc<AtomicUsize>,
 }
 
 /// Who publishes a durable batch to the hub's listeners.
@@ -88,6 +85,8 @@ enum Outcome {
 impl Writer {
     pub async fn run(mut self) {
         let (to_ack, ack_queue) = mpsc::channel(PIPELINE_DEPTH);
+        // Batches handed to the acknowledge stage and not yet through their fsync (see `gather`).
+        let unsynced = Arc::new(AtomicUsize::new(0));
         let acknowledging = Acknowledge {
             store: Arc::clone(&self.store),
             blocking: self.blocking.clone(),
@@ -95,7 +94,7 @@ impl Writer {
             durable_head: Arc::clone(&self.durable_head),
             outbox_router: self.outbox.clone(),
             publish: self.publish.clone(),
-            unsynced: Arc::clone(&self.unsynced),
+            unsynced: Arc::clone(&unsynced),
         }
         .run(ack_queue);
         let acker = if self.blocking.is_some() {
@@ -136,11 +135,11 @@ impl Writer {
             if !self.linger.is_zero() {
                 self.fill(&mut pending).await;
             } else {
-                self.gather(&mut pending).await;
+                self.gather(&mut pending, &unsynced).await;
             }
             metrics::gauge!("switchboard_emit_queue_depth").set(self.receiver.len() as f64);
             let committed = self.commit(&mut pending, permit).await;
-            self.unsynced.fetch_add(1, Ordering::AcqRel);
+            unsynced.fetch_add(1, Ordering::AcqRel);
             if to_ack.send(committed).await.is_err() {
                 tracing::error!(
                     "the acknowledge stage stopped; emitters of later batches get no answer"
@@ -161,22 +160,23 @@ impl Writer {
     /// twice 12, not five times).
     ///
     /// On the writer's own thread (a store with a separate fsync, SQLite) the batch grows, in rounds of
-    /// [`GATHER_PAUSE`], for as long as an earlier batch is still waiting for its fsync: a batch committed then
-    /// could not be durable before that fsync and one more, so the events that arrive meanwhile join it at little
-    /// cost in latency; once every earlier batch is durable the batch is committed. (Ending the batch when a round
+    /// [`GATHER_PAUSE`], for as long as an earlier batch is still waiting for its fsync (`unsynced`, which the
+    /// writer raises when it hands a batch over and the acknowledge stage lowers after the fsync): a batch
+    /// committed then could not be durable before that fsync and one more, so the events that arrive meanwhile
+    /// join it at little cost in latency; once every earlier batch is durable the batch is committed. (Ending the batch when a round
     /// brought nothing new, as before, made one large batch of nearly every client, committed and synced while
-    /// all of them waited: 64 MLLP connections gave 24,000–28,000 messages/s, now 29,000–36,000; see
+    /// all of them waited: 64 MLLP connections gave 24,000–28,000 messages/s, now 31,000–36,000; see
     /// docs/benchmarks.md.)
     ///
     /// Otherwise each round yields to the emitters and a round that brings nothing ends the batch, so an idle
     /// hub commits at once.
-    async fn gather(&mut self, pending: &mut Vec<Pending>) {
+    async fn gather(&mut self, pending: &mut Vec<Pending>, unsynced: &AtomicUsize) {
         let deadline = Instant::now() + GATHER_WINDOW;
         if self.blocking.is_some() {
             while pending.len() < self.max_events && Instant::now() < deadline {
                 std::thread::sleep(GATHER_PAUSE);
                 self.take_queued(pending);
-                if self.unsynced.load(Ordering::Acquire) == 0 {
+                if unsynced.load(Ordering::Acquire) == 0 {
                     break;
                 }
             }
